@@ -1,0 +1,3 @@
+from amalfa.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""FAFCAS kernels: normalisation, dot products and bounded top-k scans, all without the GIL.
+
+The arithmetic lives in kernels.h (plain C, multiversioned for AVX2/AVX-512); this module adds
+typed-memoryview entry points, the thread split for large matrices and the scan straight over
+SQLite rows. Callers validate first (amalfa.fafcas, amalfa.vectors): these functions trust
+their inputs' dtype, contiguity and shape, and never raise from inside a kernel.
+"""
+
+from cython.parallel cimport prange, parallel
+from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+from libc.math cimport INFINITY
+
+from amalfa._core.connection cimport Statement, row_step, row_int64, row_blob, row_bytes, row_type
+from amalfa._core.sqlite3 cimport sqlite3_stmt, SQLITE_ROW, SQLITE_DONE, SQLITE_BLOB
+
+import numpy as np
+
+cdef extern from "kernels.h" nogil:
+    ctypedef struct amalfa_heap:
+        float *scores
+        int64_t *ids
+        Py_ssize_t size
+        Py_ssize_t capacity
+    float amalfa_dot_f32(const float *a, const float *b, Py_ssize_t n)
+    double amalfa_dot_f64(const float *a, const float *b, Py_ssize_t n)
+    double amalfa_normalize(float *v, Py_ssize_t n)
+    void amalfa_heap_push(amalfa_heap *h, float score, int64_t id)
+    void amalfa_heap_sort(amalfa_heap *h)
+    void amalfa_scan_rows(const float *matrix, Py_ssize_t d, Py_ssize_t begin, Py_ssize_t end,
+                          const float *query, float threshold, amalfa_heap *h)
+    void amalfa_scan_rows_multi(const float *matrix, Py_ssize_t d, Py_ssize_t begin,
+                                Py_ssize_t end, const float *queries, Py_ssize_t q,
+                                float threshold, amalfa_heap *heaps)
+
+# Below this many floats a matrix is scanned on one thread: waking a pool costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 20
+
+
+def dot(const float[::1] a, const float[::1] b):
+    """Dot product of two equal-length float32 vectors, accumulated in double."""
+    cdef double out
+    with nogil:
+        out = amalfa_dot_f64(&a[0], &b[0], a.shape[0])
+    return out
+
+
+def normalize_inplace(float[::1] v):
+    """Scale v to unit length in place (zero stays zero); returns the original norm."""
+    cdef double norm
+    with nogil:
+        norm = amalfa_normalize(&v[0], v.shape[0])
+    return norm
+
+
+def normalize_rows_inplace(float[:, ::1] m, int n_threads=0):
+    """Normalise every row of an (n, d) matrix in place, on several threads when it is large."""
+    cdef Py_ssize_t n = m.shape[0], d = m.shape[1], r
+    cdef int threads = _threads_for(n * d, n_threads)
+    if n == 0:
+        return
+    if threads > 1:
+        for r in prange(n, nogil=True, num_threads=threads, schedule="static"):
+            amalfa_normalize(&m[r, 0], d)
+    else:
+        with nogil:
+            for r in range(n):
+                amalfa_normalize(&m[r, 0], d)
+
+
+cdef int _threads_for(Py_ssize_t floats, int requested):
+    import os
+    if requested > 0:
+        return requested
+    if floats < PARALLEL_MIN_FLOATS:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1), 16))
+
+
+cdef inline void _heap_init(amalfa_heap *h, float *scores, int64_t *ids, Py_ssize_t k) noexcept nogil:
+    h.scores = scores
+    h.ids = ids
+    h.size = 0
+    h.capacity = k
+
+
+def topk_matrix(const float[:, ::1] matrix, const float[::1] query, Py_ssize_t k,
+                float threshold=-INFINITY, int n_threads=0):
+    """The k rows of ``matrix`` with the largest dot product with ``query`` (score > threshold).
+
+    Returns (scores float32, row indices int64), best first; ties go to the lower row index.
+    """
+    scores, indices, counts = topk_matrix_batch(matrix, _as_2d(query), k, threshold, n_threads)
+    return scores[0, :counts[0]], indices[0, :counts[0]]
+
+
+cdef _as_2d(const float[::1] query):
+    return np.asarray(query).reshape(1, -1)
+
+
+def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, Py_ssize_t k,
+                      float threshold=-INFINITY, int n_threads=0):
+    """Top-k for q queries at once; each matrix row is read once for all of them.
+
+    Returns (scores (q, k) float32, indices (q, k) int64, counts (q,) int64); row i of the
+    result holds counts[i] hits, best first, padded with -inf / -1.
+    """
+    cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], q = queries.shape[0]
+    cdef Py_ssize_t cap = min(k, n), t, j, i, chunk, begin, end
+    cdef int threads
+    cdef amalfa_heap *heaps
+    cdef float *heap_scores
+    cdef int64_t *heap_ids
+    cdef amalfa_heap merged
+    out_scores = np.full((q, k), -np.inf, dtype=np.float32)
+    out_ids = np.full((q, k), -1, dtype=np.int64)
+    counts = np.zeros(q, dtype=np.int64)
+    cdef float[:, ::1] os_ = out_scores
+    cdef int64_t[:, ::1] oi = out_ids
+    cdef int64_t[::1] oc = counts
+    if q == 0 or cap <= 0:
+        return out_scores, out_ids, counts
+    threads = _threads_for(n * d, n_threads)
+    if threads > n:
+        threads = <int>n
+    heaps = <amalfa_heap *>malloc(threads * q * sizeof(amalfa_heap))
+    heap_scores = <float *>malloc(threads * q * cap * sizeof(float))
+    heap_ids = <int64_t *>malloc(threads * q * cap * sizeof(int64_t))
+    if heaps == NULL or heap_scores == NULL or heap_ids == NULL:
+        free(heaps); free(heap_scores); free(heap_ids)
+        raise MemoryError()
+    try:
+        with nogil:
+            for t in range(threads * q):
+                _heap_init(&heaps[t], heap_scores + t * cap, heap_ids + t * cap, cap)
+            chunk = (n + threads - 1) // threads
+            if threads > 1:
+                for t in prange(threads, num_threads=threads, schedule="static"):
+                    begin = t * chunk
+                    end = min(n, begin + chunk)
+                    if begin < end:
+                        if q == 1:
+                            amalfa_scan_rows(&matrix[0, 0], d, begin, end, &queries[0, 0],
+                                             threshold, &heaps[t])
+                        else:
+                            amalfa_scan_rows_multi(&matrix[0, 0], d, begin, end, &queries[0, 0],
+                                                   q, threshold, &heaps[t * q])
+            else:
+                if q == 1:
+                    amalfa_scan_rows(&matrix[0, 0], d, 0, n, &queries[0, 0], threshold, &heaps[0])
+                else:
+                    amalfa_scan_rows_multi(&matrix[0, 0], d, 0, n, &queries[0, 0], q,
+                                           threshold, heaps)
+            # merge each query's per-thread heaps into the first one, then sort it
+            for j in range(q):
+                merged = heaps[j]
+                for t in range(1, threads):
+                    for i in range(heaps[t * q + j].size):
+                        amalfa_heap_push(&merged, heaps[t * q + j].scores[i], heaps[t * q + j].ids[i])
+                amalfa_heap_sort(&merged)
+                oc[j] = merged.size
+                for i in range(merged.size):
+                    os_[j, i] = merged.scores[i]
+                    oi[j, i] = merged.ids[i]
+    finally:
+        free(heaps)
+        free(heap_scores)
+        free(heap_ids)
+    return out_scores, out_ids, counts
+
+
+def scores_matrix(const float[:, ::1] matrix, const float[::1] query):
+    """Every row's dot product with ``query`` (float32, length n): for callers that need all."""
+    cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], r
+    out = np.empty(n, dtype=np.float32)
+    cdef float[::1] o = out
+    with nogil:
+        for r in range(n):
+            o[r] = amalfa_dot_f32(&matrix[r, 0], &query[0], d)
+    return out
+
+
+def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
+                   float threshold=-INFINITY, int id_column=0, int blob_column=1):
+    """Step a bound statement to the end, scoring each row's BLOB against ``query``.
+
+    The scan reads ``sqlite3_column_blob``'s pointer directly (no Python object per row) with the
+    GIL released throughout. Rows whose BLOB is not exactly 4*d bytes, or not a BLOB at all, are
+    skipped and counted. The statement is reset afterwards.
+
+    Returns (scores float32, ids int64 from ``id_column``, skipped count), best first.
+    """
+    cdef Py_ssize_t d = query.shape[0], skipped = 0, nbytes = d * 4, cap = max(k, 0)
+    cdef sqlite3_stmt *stmt
+    cdef const void *blob
+    cdef const float *vec
+    cdef float *aligned
+    cdef float s
+    cdef int rc = SQLITE_DONE
+    cdef amalfa_heap heap
+    scores = np.empty(cap, dtype=np.float32)
+    ids = np.empty(cap, dtype=np.int64)
+    cdef float[::1] sv = scores
+    cdef int64_t[::1] iv = ids
+    statement.reset()  # checks the statement is usable; bindings are kept
+    stmt = statement.stmt
+    if cap == 0:
+        return scores, ids, 0
+    aligned = <float *>malloc(nbytes if nbytes > 0 else 4)
+    if aligned == NULL:
+        raise MemoryError()
+    _heap_init(&heap, &sv[0], &iv[0], cap)
+    statement._in_use = True
+    try:
+        with nogil:
+            while True:
+                rc = row_step(stmt)
+                if rc != SQLITE_ROW:
+                    break
+                if row_type(stmt, blob_column) != SQLITE_BLOB or row_bytes(stmt, blob_column) != nbytes:
+                    skipped += 1
+                    continue
+                blob = row_blob(stmt, blob_column)
+                if (<uintptr_t>blob) & 3:
+                    # SQLite gives no alignment guarantee; float loads need 4-byte alignment
+                    memcpy(aligned, blob, nbytes)
+                    vec = aligned
+                else:
+                    vec = <const float *>blob
+                s = amalfa_dot_f32(vec, &query[0], d)
+                if s > threshold:
+                    amalfa_heap_push(&heap, s, row_int64(stmt, id_column))
+            amalfa_heap_sort(&heap)
+    finally:
+        statement._in_use = False
+        free(aligned)
+    if rc != SQLITE_DONE:
+        try:
+            statement.connection._raise_for(rc)
+        finally:
+            statement.reset()
+    statement.reset()
+    return scores[:heap.size].copy(), ids[:heap.size].copy(), skipped

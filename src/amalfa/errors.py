@@ -1,0 +1,175 @@
+"""The exception hierarchy.
+
+Every exception amalfa raises on purpose derives from :class:`AmalfaError`. Errors that come from
+SQLite derive from :class:`DatabaseError` and carry the primary ``result`` code, the
+``extended_result`` code and SQLite's own message, in the manner of apsw.
+
+This module is a leaf: it imports nothing from the package, so the compiled core can import it to
+raise these classes without an import cycle.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmalfaError",
+    "DatabaseError",
+    "BusyError",
+    "LockedError",
+    "ConstraintError",
+    "ReadOnlyError",
+    "CorruptError",
+    "NotADatabaseError",
+    "CantOpenError",
+    "MisuseError",
+    "IOError",
+    "FullError",
+    "SchemaChangedError",
+    "InterruptError",
+    "AuthorizationError",
+    "TooBigError",
+    "MismatchError",
+    "RangeError",
+    "ConnectionClosedError",
+    "StatementFinalizedError",
+    "SchemaVersionError",
+    "HealthCheckError",
+    "SettingsError",
+    "ModelError",
+    "exception_for",
+]
+
+
+class AmalfaError(Exception):
+    """Base of every error amalfa raises on purpose."""
+
+
+class DatabaseError(AmalfaError):
+    """An error reported by SQLite (or by the binding about a database object).
+
+    ``result`` is SQLite's primary result code (``extended_result & 0xff``), ``extended_result``
+    the extended code; both are 0 for errors the binding raises itself.
+    """
+
+    def __init__(self, message: str, result: int = 0, extended_result: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.result = result
+        self.extended_result = extended_result or result
+
+
+class BusyError(DatabaseError):
+    """SQLITE_BUSY: another connection holds the lock and busy_timeout ran out."""
+
+
+class LockedError(DatabaseError):
+    """SQLITE_LOCKED: a conflict inside this connection (or a shared-cache peer)."""
+
+
+class ConstraintError(DatabaseError):
+    """SQLITE_CONSTRAINT: a UNIQUE, NOT NULL, CHECK or FOREIGN KEY constraint failed."""
+
+
+class ReadOnlyError(DatabaseError):
+    """SQLITE_READONLY: a write on a read-only connection or file."""
+
+
+class CorruptError(DatabaseError):
+    """SQLITE_CORRUPT: the database file is malformed."""
+
+
+class NotADatabaseError(DatabaseError):
+    """SQLITE_NOTADB: the file is not an SQLite database."""
+
+
+class CantOpenError(DatabaseError):
+    """SQLITE_CANTOPEN: the file could not be opened (missing, or its folder is)."""
+
+
+class MisuseError(DatabaseError):
+    """SQLITE_MISUSE, or an API used out of order."""
+
+
+class IOError(DatabaseError):  # noqa: A001 - mirrors SQLITE_IOERR, kept inside this namespace
+    """SQLITE_IOERR: the operating system reported an I/O error."""
+
+
+class FullError(DatabaseError):
+    """SQLITE_FULL: the disk is full."""
+
+
+class SchemaChangedError(DatabaseError):
+    """SQLITE_SCHEMA: the schema changed under a prepared statement."""
+
+
+class InterruptError(DatabaseError):
+    """SQLITE_INTERRUPT: the operation was interrupted."""
+
+
+class AuthorizationError(DatabaseError):
+    """SQLITE_AUTH: the authorizer refused the statement."""
+
+
+class TooBigError(DatabaseError):
+    """SQLITE_TOOBIG: a string or BLOB exceeds SQLite's length limit."""
+
+
+class MismatchError(DatabaseError):
+    """SQLITE_MISMATCH: a value of the wrong type (for example a non-integer rowid)."""
+
+
+class RangeError(DatabaseError):
+    """SQLITE_RANGE: a parameter index out of range."""
+
+
+class ConnectionClosedError(MisuseError):
+    """A closed connection (or a statement of one) was used."""
+
+
+class StatementFinalizedError(MisuseError):
+    """A finalized statement was used."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The database's schema is newer than this version of amalfa understands."""
+
+
+class HealthCheckError(DatabaseError):
+    """The factory's write/read probe failed."""
+
+
+class SettingsError(AmalfaError, ValueError):
+    """A settings file or value is invalid; the message names the key."""
+
+
+class ModelError(AmalfaError):
+    """An embedding or reranking model could not be found, verified or loaded."""
+
+
+# SQLite primary result codes -> classes. Codes not listed map to DatabaseError.
+_BY_RESULT: dict[int, type[DatabaseError]] = {
+    3: AuthorizationError,  # SQLITE_PERM
+    4: InterruptError,  # SQLITE_ABORT
+    5: BusyError,
+    6: LockedError,
+    9: InterruptError,
+    8: ReadOnlyError,
+    10: IOError,
+    11: CorruptError,
+    13: FullError,
+    14: CantOpenError,
+    17: SchemaChangedError,
+    18: TooBigError,
+    19: ConstraintError,
+    20: MismatchError,
+    21: MisuseError,
+    23: AuthorizationError,
+    25: RangeError,
+    26: NotADatabaseError,
+}
+
+
+def exception_for(extended_result: int, message: str) -> DatabaseError:
+    """Build the exception for an SQLite result code (primary or extended)."""
+    result = extended_result & 0xFF
+    cls = _BY_RESULT.get(result, DatabaseError)
+    return cls(message, result, extended_result)
