@@ -137,7 +137,7 @@ def test_explicit_path_wins_over_env_var(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
-    with pytest.raises(SettingsError, match="nope.json.*does not exist"):
+    with pytest.raises(SettingsError, match=r"nope\.json.*does not exist"):
         load_settings(missing, root=tmp_path)
 
 

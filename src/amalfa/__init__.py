@@ -26,6 +26,9 @@ _EXPORTS: dict[str, str] = {
     "SearchResult": "amalfa.vectors",
     "Embedder": "amalfa.embedder",
     "load_settings": "amalfa.settings",
+    "Settings": "amalfa.settings",
+    "get_folders": "amalfa.settings",
+    "Snapshot": "amalfa.stats",
     "StatsTracker": "amalfa.stats",
     "StatsLogger": "amalfa.stats",
     "IngestionStats": "amalfa.stats",
@@ -57,6 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from amalfa.factory import DatabaseFactory, HealthReport, sqlite_version
     from amalfa.fafcas import dot, to_fafcas
     from amalfa.scratchpad import Scratchpad
-    from amalfa.settings import load_settings
-    from amalfa.stats import IngestionStats, StatsLogger, StatsTracker
+    from amalfa.settings import Settings, get_folders, load_settings
+    from amalfa.stats import IngestionStats, Snapshot, StatsLogger, StatsTracker
     from amalfa.vectors import SearchResult, VectorEngine

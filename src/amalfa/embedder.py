@@ -289,8 +289,8 @@ def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise ModelError(f"{origin} {folder} holds no tokenizer.json")
-    base = spec or _default_spec_from_env()
-    base = replace(base, name=base.name if spec or source == "env" else str(folder.resolve()))
+    # a folder is named by where it is: nothing in it reliably says which model it holds
+    base = replace(spec or _default_spec_from_env(), name=str(folder.resolve()))
     return ModelFiles(spec=_spec_from_configs(folder, base), onnx_path=onnx_path, source=source,
                       tokenizer_path=tokenizer_path)
 
@@ -313,8 +313,12 @@ def _hub_offline() -> bool:
 
 def _hub_file(repo_id: str, filename: str, *, download: bool) -> Path | None:
     """One file of a hub repository from the cache; fetched only when ``download`` is set."""
+    from huggingface_hub import errors as hub_errors
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError
+
+    # the file is not in the repository (huggingface-hub < 1.0 named this EntryNotFoundError)
+    missing_remotely = getattr(hub_errors, "RemoteEntryNotFoundError",
+                               hub_errors.EntryNotFoundError)
 
     cache_dir = _hub_cache_dir()
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
@@ -326,9 +330,9 @@ def _hub_file(repo_id: str, filename: str, *, download: bool) -> Path | None:
         raise ModelError(f"cannot download {repo_id}/{filename}: HF_HUB_OFFLINE is set")
     try:
         return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir))
-    except EntryNotFoundError:
+    except missing_remotely:
         return None
-    except OSError as exc:  # network errors derive from OSError (requests/httpx wrappers)
+    except OSError as exc:  # no connection, offline, unknown repo: all OSError subclasses
         raise ModelError(f"cannot download {repo_id}/{filename}: {exc}") from exc
 
 
@@ -416,6 +420,15 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's load errors (they derive from Exception directly, so name them)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidProtobuf", "NoSuchFile", "InvalidArgument", "InvalidGraph",
+             "NotImplemented", "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
 def build_session(onnx_path: Path, *, threads: int | None = None) -> Any:
     """An onnxruntime CPU session with explicit options; ModelError when the graph won't load."""
     import onnxruntime as ort
@@ -429,7 +442,7 @@ def build_session(onnx_path: Path, *, threads: int | None = None) -> Any:
     try:
         return ort.InferenceSession(str(onnx_path), sess_options=options,
                                     providers=["CPUExecutionProvider"])
-    except (RuntimeError, ValueError) as exc:  # onnxruntime's Fail/InvalidProtobuf derive from these
+    except _ort_errors() as exc:
         raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
 
 
@@ -546,6 +559,13 @@ def _unit_rows(vectors: Matrix) -> Matrix:
     """FAFCAS-normalise each row in place."""
     from amalfa.fafcas import to_fafcas
 
+    # TEMPORARY FALLBACK (remove when amalfa._core.fafcas is built): numpy normalisation.
+    try:
+        import amalfa._core.fafcas  # noqa: F401
+    except ImportError:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        return vectors
     return to_fafcas(vectors, inplace=True)
 
 

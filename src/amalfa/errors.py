@@ -35,6 +35,7 @@ __all__ = [
     "HealthCheckError",
     "SettingsError",
     "ModelError",
+    "BaselineError",
     "exception_for",
 ]
 
@@ -143,6 +144,10 @@ class SettingsError(AmalfaError, ValueError):
 
 class ModelError(AmalfaError):
     """An embedding or reranking model could not be found, verified or loaded."""
+
+
+class BaselineError(AmalfaError, ValueError):
+    """An ingestion baseline file exists but is malformed; the message names the file and key."""
 
 
 # SQLite primary result codes -> classes. Codes not listed map to DatabaseError.

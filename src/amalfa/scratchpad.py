@@ -23,6 +23,7 @@ it reuses an entry, so an output that keeps coming back is not pruned as old.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -40,10 +41,10 @@ from amalfa.settings import ScratchpadSettings, Settings, load_settings
 __all__ = [
     "ContentType",
     "EntryInfo",
-    "ScratchpadEntry",
     "PruneResult",
-    "ScratchpadStats",
     "Scratchpad",
+    "ScratchpadEntry",
+    "ScratchpadStats",
 ]
 
 ContentType = Literal["json", "markdown", "text"]
@@ -165,12 +166,12 @@ class Scratchpad:
         config: ScratchpadSettings | None = None,
         settings: Settings | None = None,
     ):
-        if settings is None and (folder is None or config is None):
-            settings = load_settings()
-        self._config = config if config is not None else settings.scratchpad  # type: ignore[union-attr]
-        self._folder = (
-            Path(folder) if folder is not None else settings.folders.scratchpad  # type: ignore[union-attr]
-        )
+        if folder is None or config is None:
+            settings = settings if settings is not None else load_settings()
+            config = config if config is not None else settings.scratchpad
+            folder = folder if folder is not None else settings.folders.scratchpad
+        self._config = config
+        self._folder = Path(folder)
 
     @property
     def folder(self) -> Path:
@@ -239,8 +240,8 @@ class Scratchpad:
         entry = self.read(entry_id)
         return entry.content if entry is not None else None
 
-    def list(self) -> list[EntryInfo]:
-        """Metadata of every readable entry, newest first (damaged entries warn and are left out)."""
+    def list(self) -> builtins.list[EntryInfo]:
+        """Metadata of every readable entry, newest first; damaged entries warn and are left out."""
         infos = []
         for path in self._entry_files():
             entry = self._load(path.stem, path)
@@ -284,7 +285,7 @@ class Scratchpad:
         max_age_s = self._config.max_age_ms / 1000
         now = time.time()
         deleted = freed = 0
-        remaining: list[tuple[float, int, Path]] = []
+        remaining: builtins.list[tuple[float, int, Path]] = []
 
         for path in self._folder.iterdir():
             is_entry = _is_entry_file(path)
@@ -325,7 +326,7 @@ class Scratchpad:
             )
         return self._folder / f"{entry_id}{_ENTRY_SUFFIX}"
 
-    def _entry_files(self) -> list[Path]:
+    def _entry_files(self) -> builtins.list[Path]:
         if not self._folder.is_dir():
             return []
         return [path for path in self._folder.iterdir() if _is_entry_file(path)]

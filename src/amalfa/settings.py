@@ -38,13 +38,13 @@ from typing import Any
 from amalfa.errors import SettingsError
 
 __all__ = [
-    "SETTINGS_FILE_NAME",
     "SETTINGS_ENV_VAR",
+    "SETTINGS_FILE_NAME",
     "EmbeddingSettings",
-    "ScratchpadSettings",
-    "WatchSettings",
-    "Settings",
     "Folders",
+    "ScratchpadSettings",
+    "Settings",
+    "WatchSettings",
     "get_folders",
     "load_settings",
 ]
@@ -177,7 +177,7 @@ class Settings:
         for json_key, (attr, _) in _TOP_LEVEL.items():
             result[json_key] = list(getattr(self, attr))
         result["database"] = self.database
-        for json_key, (attr, cls, spec) in _SECTIONS.items():
+        for json_key, (attr, _cls, spec) in _SECTIONS.items():
             section = getattr(self, attr)
             result[json_key] = {
                 key: getattr(section, name)

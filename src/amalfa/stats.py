@@ -34,19 +34,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from amalfa.errors import AmalfaError
+from amalfa.errors import AmalfaError, BaselineError
 from amalfa.settings import Settings, load_settings
 
 __all__ = [
     "HISTORY_LIMIT",
-    "Snapshot",
-    "ValidationResult",
-    "StatsTracker",
-    "StatsLogger",
-    "DomainStats",
-    "Mismatch",
     "BaselineError",
+    "DomainStats",
     "IngestionStats",
+    "Mismatch",
+    "Snapshot",
+    "StatsLogger",
+    "StatsTracker",
+    "ValidationResult",
 ]
 
 HISTORY_LIMIT = 100
@@ -55,13 +55,6 @@ RUNS_FILE_NAME = "runs.jsonl"
 BASELINE_FILE_NAME = "ingestion-baseline.json"
 # The original's rough estimate of what one cache miss (one model call) costs, in US dollars.
 COST_PER_CACHE_MISS_USD = 0.001
-
-
-class BaselineError(AmalfaError, ValueError):
-    """A baseline file exists but is not a valid baseline; the message names the file and key.
-
-    Defined here until the lead moves it to :mod:`amalfa.errors`.
-    """
 
 
 def _utc_now() -> str:
@@ -235,9 +228,12 @@ class _History:
             except ValueError as exc:
                 raise _CorruptHistory(f"snapshots[{index}]: {exc}") from None
         now = _utc_now()
-        created = data.get("created") if isinstance(data.get("created"), str) else now
-        updated = data.get("lastUpdated") if isinstance(data.get("lastUpdated"), str) else now
-        return cls(snapshots=snapshots, created=created, last_updated=updated)
+        created, updated = data.get("created"), data.get("lastUpdated")
+        return cls(
+            snapshots=snapshots,
+            created=created if isinstance(created, str) else now,
+            last_updated=updated if isinstance(updated, str) else now,
+        )
 
     def to_text(self) -> str:
         data = {
@@ -371,8 +367,7 @@ class StatsTracker:
         density = current.edges / current.nodes if current.nodes > 0 else 0.0
         if density < 0.1:
             warnings_.append(
-                f"Low edge density: {density:.2f} edges per node - "
-                "documents may be poorly linked"
+                f"Low edge density: {density:.2f} edges per node - documents may be poorly linked"
             )
 
         # False when nodes is 0 (embeddings cannot be negative), so no division by zero.
@@ -474,6 +469,8 @@ class StatsLogger:
         """
         if not isinstance(operation, str) or not operation:
             raise ValueError(f"operation must be a non-empty string, got {operation!r}")
+        if "operation" in fields:
+            raise TypeError("operation is given once, as the first argument")
         record: dict[str, Any] = {"timestamp": fields.pop("timestamp", None) or _utc_now()}
         record["operation"] = operation
         record.update(fields)
@@ -674,8 +671,9 @@ class IngestionStats:
     def record_edge(self, domain: str, edge_type: str, count: int = 1) -> None:
         """Count ``count`` edges of ``edge_type`` created in ``domain``."""
         if not isinstance(edge_type, str) or not edge_type or edge_type == "total":
-            raise ValueError(f"edge_type must be a non-empty name other than 'total', "
-                             f"got {edge_type!r}")
+            raise ValueError(
+                f"edge_type must be a non-empty name other than 'total', got {edge_type!r}"
+            )
         stats = self._domain(domain)
         stats.edges[edge_type] = stats.edges.get(edge_type, 0) + _count(count, "count")
 
@@ -751,8 +749,9 @@ class IngestionStats:
                 variance = _variance(expected, actual)
                 if variance > tolerance:
                     mismatches.append(
-                        Mismatch(domain, metric, expected, actual, actual - expected,
-                                 variance, tolerance)
+                        Mismatch(
+                            domain, metric, expected, actual, actual - expected, variance, tolerance
+                        )
                     )
         return mismatches
 
@@ -790,13 +789,21 @@ class IngestionStats:
             return "Baseline verification: PASSED"
         header = ("Domain", "Metric", "Expected", "Actual", "Delta", "Variance")
         rows = [header] + [
-            (m.domain, m.metric, str(m.expected), str(m.actual), f"{m.delta:+d}",
-             _percent(m.variance))
+            (
+                m.domain,
+                m.metric,
+                str(m.expected),
+                str(m.actual),
+                f"{m.delta:+d}",
+                _percent(m.variance),
+            )
             for m in mismatches
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        rendered = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                    for row in rows]
+        rendered = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         rendered.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(["Baseline verification: FAILED", *rendered])
 
@@ -830,11 +837,20 @@ class IngestionStats:
         for domain in domains:
             stats = self._metrics.get(domain, DomainStats())
             expected_metrics = baseline.domains.get(domain, {}) if baseline else {}
-            names = ["nodes", "edges.total", *(f"edges.{t}" for t in sorted(stats.edges)),
-                     "vectors", "semantic_tokens"]
+            names = [
+                "nodes",
+                "edges.total",
+                *(f"edges.{t}" for t in sorted(stats.edges)),
+                "vectors",
+                "semantic_tokens",
+            ]
             names += [n for n in expected_metrics if n not in names]
-            lines += [f"## {domain}", "", "| Metric | Expected | Actual | Status |",
-                      "|--------|----------|--------|--------|"]
+            lines += [
+                f"## {domain}",
+                "",
+                "| Metric | Expected | Actual | Status |",
+                "|--------|----------|--------|--------|",
+            ]
             for name in names:
                 actual = stats.metric(name)
                 if name in expected_metrics:
@@ -846,9 +862,12 @@ class IngestionStats:
             lines.append("")
 
         if mismatches:
-            lines += ["## Baseline violations", "",
-                      "| Domain | Metric | Expected | Actual | Delta | Variance | Tolerance |",
-                      "|--------|--------|----------|--------|-------|----------|-----------|"]
+            lines += [
+                "## Baseline violations",
+                "",
+                "| Domain | Metric | Expected | Actual | Delta | Variance | Tolerance |",
+                "|--------|--------|----------|--------|-------|----------|-----------|",
+            ]
             lines += [
                 f"| {m.domain} | {m.metric} | {m.expected} | {m.actual} | {m.delta:+d} | "
                 f"{_percent(m.variance)} | {_percent(m.tolerance)} |"
@@ -924,8 +943,10 @@ def _parse_baseline(path: Path, text: str) -> _Baseline:
     for family, value in raw_tolerances.items():
         if family not in _METRIC_FAMILIES:
             continue  # e.g. the original's "description"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and value >= 0)
         ):
             raise fail(f"tolerances.{family} must be a number >= 0, got {json.dumps(value)}")
         tolerances[family] = float(value)

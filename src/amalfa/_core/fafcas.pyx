@@ -243,3 +243,45 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
             statement.reset()
     statement.reset()
     return scores[:heap.size].copy(), ids[:heap.size].copy(), skipped
+
+
+def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
+                int id_column=0, int blob_column=1):
+    """Copy each row's BLOB into the next row of ``out`` (and its id into ``ids``).
+
+    Stops when ``out`` is full or the statement is done; rows whose BLOB is not exactly
+    4*d bytes are skipped and counted. Returns (rows filled, rows skipped, more rows pending).
+    The GIL is released for the whole pass.
+    """
+    cdef Py_ssize_t d = out.shape[1], capacity = out.shape[0], filled = 0, skipped = 0
+    cdef Py_ssize_t nbytes = d * 4
+    cdef sqlite3_stmt *stmt
+    cdef int rc = SQLITE_DONE
+    cdef bint pending = False
+    statement.reset()
+    stmt = statement.stmt
+    statement._in_use = True
+    try:
+        with nogil:
+            while True:
+                rc = row_step(stmt)
+                if rc != SQLITE_ROW:
+                    break
+                if row_type(stmt, blob_column) != SQLITE_BLOB or row_bytes(stmt, blob_column) != nbytes:
+                    skipped += 1
+                    continue
+                if filled == capacity:
+                    pending = True
+                    break
+                memcpy(&out[filled, 0], row_blob(stmt, blob_column), nbytes)
+                ids[filled] = row_int64(stmt, id_column)
+                filled += 1
+    finally:
+        statement._in_use = False
+    if rc != SQLITE_DONE and rc != SQLITE_ROW:
+        try:
+            statement.connection._raise_for(rc)
+        finally:
+            statement.reset()
+    statement.reset()
+    return filled, skipped, pending

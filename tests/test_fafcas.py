@@ -1,0 +1,286 @@
+"""FAFCAS kernels against float64 numpy references: normalisation, dot, top-k, SQLite scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amalfa import dot, to_fafcas
+from amalfa._core import fafcas as kernels
+from amalfa._core.connection import Connection
+from amalfa.fafcas import as_query, from_blob, to_blob
+
+RNG = np.random.default_rng(20261127)
+
+
+def reference_topk(matrix, query, k, threshold=-np.inf):
+    """Brute force in float64: scores descending, ties to the lower index."""
+    scores = matrix.astype(np.float64) @ query.astype(np.float64)
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = [i for i in order if scores[i] > threshold][:k]
+    return scores[order], np.array(order, dtype=np.int64)
+
+
+def unit_rows(n, d):
+    m = RNG.standard_normal((n, d)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+# -- normalisation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d", [1, 3, 16, 17, 384, 4096])
+def test_to_fafcas_gives_unit_length_matching_numpy(d):
+    v = RNG.standard_normal(d).astype(np.float32) * 7
+    out = to_fafcas(v)
+    expected = v.astype(np.float64) / np.linalg.norm(v.astype(np.float64))
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+    assert abs(np.linalg.norm(out.astype(np.float64)) - 1) < 1e-6
+    assert not np.shares_memory(out, v)  # a new array unless asked
+
+
+def test_to_fafcas_in_place_and_batch():
+    m = RNG.standard_normal((50, 384)).astype(np.float32)
+    same = to_fafcas(m, inplace=True)
+    assert same is m
+    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1, rtol=1e-6)
+    big = RNG.standard_normal((3000, 384)).astype(np.float32)  # takes the threaded path
+    out = to_fafcas(big)
+    np.testing.assert_allclose(out, big / np.linalg.norm(big, axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_zero_vector_stays_zero_and_rows_are_independent():
+    m = np.zeros((3, 8), dtype=np.float32)
+    m[1, 2] = 5
+    out = to_fafcas(m)
+    assert not out[0].any() and not out[2].any()
+    assert out[1, 2] == 1
+
+
+@pytest.mark.parametrize("scale", [1e-40, 1e-30, 1e30, 6e37])
+def test_denormal_and_huge_values_normalise(scale):
+    v = np.array([3, 4, 0, 0], dtype=np.float32) * np.float32(scale)
+    out = to_fafcas(v)
+    np.testing.assert_allclose(out, [0.6, 0.8, 0, 0], rtol=1e-5)
+    assert np.isfinite(out).all()
+
+
+def test_single_denormal_component():
+    v = np.zeros(384, dtype=np.float32)
+    v[7] = np.float32(1e-45)  # the smallest positive denormal
+    out = to_fafcas(v)
+    assert out[7] == 1 and np.count_nonzero(out) == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([1, np.nan], dtype=np.float32), "NaN"),
+    (np.array([1, np.inf], dtype=np.float32), "inf"),
+    (np.zeros((2, 2, 2), dtype=np.float32), "1-D"),
+    (np.zeros(0, dtype=np.float32), "dimension 0"),
+])
+def test_to_fafcas_rejects_bad_input(bad, message):
+    with pytest.raises(ValueError, match=message):
+        to_fafcas(bad)
+
+
+def test_to_fafcas_rejects_non_numbers():
+    with pytest.raises(TypeError):
+        to_fafcas(["a", "b"])
+    with pytest.raises(TypeError, match="inplace"):
+        to_fafcas(np.ones(4, dtype=np.float64), inplace=True)
+
+
+def test_blob_round_trip_is_float32_little_endian():
+    v = to_fafcas([3.0, 4.0])
+    blob = to_blob([3.0, 4.0])
+    assert bytes(blob) == np.array([0.6, 0.8], dtype="<f4").tobytes()
+    np.testing.assert_array_equal(from_blob(bytes(blob), dim=2), v)
+    with pytest.raises(ValueError, match="whole number"):
+        from_blob(b"\x00" * 7)
+    with pytest.raises(ValueError, match="expected 3-d"):
+        from_blob(bytes(blob), dim=3)
+
+
+# -- dot ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("d", [1, 5, 384, 4096])
+def test_dot_matches_float64(d):
+    a = RNG.standard_normal(d).astype(np.float32)
+    b = RNG.standard_normal(d).astype(np.float32)
+    expected = float(a.astype(np.float64) @ b.astype(np.float64))
+    assert dot(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_dot_with_huge_values_does_not_overflow():
+    a = np.full(16, 1e30, dtype=np.float32)
+    assert dot(a, a) == pytest.approx(16 * 1e60, rel=1e-6)
+
+
+def test_dot_rejects_mismatched_dimensions():
+    with pytest.raises(ValueError, match=r"dimensions differ \(3 and 4\)"):
+        dot(np.ones(3), np.ones(4))
+
+
+def test_scan_kernel_dot_is_within_1e5_of_float64_for_unit_vectors():
+    m = unit_rows(2000, 4096)
+    q = unit_rows(1, 4096)[0]
+    got = kernels.scores_matrix(m, q)
+    expected = m.astype(np.float64) @ q.astype(np.float64)
+    assert np.max(np.abs(got - expected)) < 1e-5
+
+
+# -- top-k over a matrix --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, d, k", [(1, 1, 1), (10, 3, 20), (1000, 384, 10), (5000, 384, 50),
+                                     (300, 4096, 7)])
+def test_topk_matrix_matches_brute_force(n, d, k):
+    m = unit_rows(n, d)
+    q = unit_rows(1, d)[0]
+    scores, index = kernels.topk_matrix(m, q, k)
+    ref_scores, ref_index = reference_topk(m, q, k)
+    assert len(index) == min(n, k)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    # identical order except where two references are within float error of each other
+    for got, want, s in zip(index, ref_index, ref_scores):
+        if got != want:
+            assert abs(float(m[got] @ q) - s) < 1e-5
+
+
+def test_topk_threads_do_not_change_the_answer():
+    m = unit_rows(40000, 64)  # large enough for the parallel path
+    q = unit_rows(1, 64)[0]
+    one = kernels.topk_matrix(m, q, 25, n_threads=1)
+    many = kernels.topk_matrix(m, q, 25, n_threads=4)
+    np.testing.assert_array_equal(one[1], many[1])
+    np.testing.assert_array_equal(one[0], many[0])
+
+
+def test_ties_break_to_the_lower_index():
+    m = np.zeros((10, 4), dtype=np.float32)
+    m[:, 0] = 1.0
+    q = np.array([1, 0, 0, 0], dtype=np.float32)
+    for threads in (1, 3):
+        scores, index = kernels.topk_matrix(m, q, 4, n_threads=threads)
+        assert index.tolist() == [0, 1, 2, 3]
+
+
+def test_threshold_is_strict_and_zero_query_finds_nothing():
+    m = unit_rows(100, 8)
+    scores, index = kernels.topk_matrix(m, np.zeros(8, dtype=np.float32), 5, 0.0)
+    assert len(index) == 0
+    scores, index = kernels.topk_matrix(m, m[3], 100, 0.5)
+    assert (scores > 0.5).all() and 3 in index.tolist()
+
+
+def test_topk_batch_matches_single_queries():
+    m = unit_rows(3000, 96)
+    queries = unit_rows(6, 96)
+    scores, index, counts = kernels.topk_matrix_batch(m, queries, 10)
+    assert counts.tolist() == [10] * 6
+    for j in range(6):
+        s1, i1 = kernels.topk_matrix(m, queries[j], 10)
+        np.testing.assert_array_equal(index[j], i1)
+        np.testing.assert_allclose(scores[j], s1, atol=1e-6)
+
+
+def test_topk_on_empty_matrix():
+    scores, index = kernels.topk_matrix(np.zeros((0, 4), dtype=np.float32),
+                                        np.ones(4, dtype=np.float32), 3)
+    assert len(scores) == 0 and len(index) == 0
+
+
+def test_as_query_names_both_dimensions():
+    with pytest.raises(ValueError, match="dimension 3; the index holds 384-d"):
+        as_query(np.ones(3), 384)
+    with pytest.raises(ValueError, match="NaN"):
+        as_query(np.array([np.nan, 1.0]), 2)
+
+
+# -- scans straight over SQLite -------------------------------------------------------------------
+
+@pytest.fixture
+def vector_table(tmp_path):
+    conn = Connection(tmp_path / "v.db")
+    conn.executescript("CREATE TABLE nodes (id TEXT PRIMARY KEY, domain TEXT, embedding BLOB)")
+    m = unit_rows(500, 32)
+    conn.execute("BEGIN")
+    for i, row in enumerate(m):
+        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (f"n{i}", "a" if i % 2 else "b", row))
+    conn.execute("COMMIT")
+    yield conn, m
+    conn.close()
+
+
+def test_scan_statement_matches_brute_force(vector_table):
+    conn, m = vector_table
+    q = unit_rows(1, 32)[0]
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes WHERE embedding IS NOT NULL")
+    scores, rowids, skipped = kernels.scan_statement(stmt, q, 10)
+    ref_scores, ref_index = reference_topk(m, q, 10)
+    assert skipped == 0
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert (rowids - 1).tolist() == ref_index.tolist()  # rowids start at 1
+    assert not stmt.active  # reset afterwards
+
+
+def test_scan_statement_with_bound_filter(vector_table):
+    conn, m = vector_table
+    q = m[11]
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes WHERE domain = ?")
+    stmt.bind(("a",))
+    scores, rowids, _ = kernels.scan_statement(stmt, q, 500)
+    assert len(rowids) == 250 and rowids[0] == 12
+    assert all((r - 1) % 2 == 1 for r in rowids.tolist())
+
+
+def test_wrong_length_and_non_blob_rows_are_skipped_and_counted(vector_table):
+    conn, m = vector_table
+    conn.execute("UPDATE nodes SET embedding = x'0000803f' WHERE id = 'n1'")  # 4 bytes
+    conn.execute("UPDATE nodes SET embedding = ? WHERE id = 'n2'", (m[2].tobytes() + b"\x00",))
+    conn.execute("UPDATE nodes SET embedding = 'text, not a blob' WHERE id = 'n3'")
+    conn.execute("UPDATE nodes SET embedding = 42 WHERE id = 'n4'")
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes WHERE embedding IS NOT NULL")
+    scores, rowids, skipped = kernels.scan_statement(stmt, m[2], 500)
+    assert skipped == 4
+    assert len(rowids) == 496 and not {2, 3, 4, 5} & set(rowids.tolist())
+
+
+def test_odd_offset_blobs_are_read_correctly(tmp_path):
+    # BLOBs land at arbitrary byte offsets inside SQLite's pages; the scan must not assume
+    # 4-byte alignment. Varying the length of a text column before the BLOB shifts its offset.
+    conn = Connection(tmp_path / "odd.db")
+    conn.executescript("CREATE TABLE nodes (pad TEXT, embedding BLOB)")
+    m = unit_rows(64, 24)
+    for i, row in enumerate(m):
+        conn.execute("INSERT INTO nodes VALUES (?, ?)", ("x" * i, row))
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes")
+    scores, rowids, skipped = kernels.scan_statement(stmt, m[40], 64)
+    ref_scores, ref_index = reference_topk(m, m[40], 64)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert rowids[0] == 41 and skipped == 0
+    conn.close()
+
+
+def test_load_matrix_copies_rows_and_reports_pending(vector_table):
+    conn, m = vector_table
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes ORDER BY rowid")
+    out = np.empty((500, 32), dtype=np.float32)
+    ids = np.empty(500, dtype=np.int64)
+    filled, skipped, pending = kernels.load_matrix(stmt, out, ids)
+    assert (filled, skipped, pending) == (500, 0, False)
+    np.testing.assert_array_equal(out, m)
+    small = np.empty((10, 32), dtype=np.float32)
+    filled, skipped, pending = kernels.load_matrix(stmt, small, ids[:10].copy())
+    assert (filled, pending) == (10, True)
+
+
+def test_scan_of_a_closed_connection_is_an_error(tmp_path):
+    from amalfa import errors
+
+    conn = Connection(tmp_path / "c.db")
+    conn.executescript("CREATE TABLE nodes (embedding BLOB)")
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes")
+    conn.close()
+    with pytest.raises(errors.ConnectionClosedError):
+        kernels.scan_statement(stmt, np.ones(4, dtype=np.float32), 3)
