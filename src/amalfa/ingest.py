@@ -134,7 +134,7 @@ class ParsedDocument:
     wikilinks: list[str] = field(default_factory=list)
 
     def node_fields(self) -> dict[str, Any]:
-        """Keyword arguments for ``amalfa.Node`` (which calls the title ``label``), sans embedding."""
+        """Keyword arguments for ``amalfa.Node`` (it calls the title ``label``); no embedding."""
         return {
             "id": self.id,
             "type": self.type,
@@ -1033,10 +1033,11 @@ class _YamlSubset:
     def __init__(self, lines: list[str], *, first_line: int) -> None:
         self.lines = list(lines)  # compact "- key: value" items are rewritten in place
         self.pos = 0
+        self.line = 0  # the line last looked at, for error messages
         self.first_line = first_line
 
     def error(self, message: str) -> FrontMatterError:
-        return FrontMatterError(message, self.first_line + min(self.pos, len(self.lines)))
+        return FrontMatterError(message, self.first_line + self.line)
 
     def parse(self) -> dict[str, Any]:
         peeked = self._peek()
@@ -1057,12 +1058,14 @@ class _YamlSubset:
         while self.pos < len(self.lines):
             line = self.lines[self.pos]
             content = line.lstrip(" ")
+            self.line = self.pos
             if content.startswith("\t") and content.strip():
                 raise self.error("tabs are not allowed for indentation")
             content = content.strip()
             if content and not content.startswith("#"):
                 return len(line) - len(line.lstrip(" ")), content
             self.pos += 1
+        self.line = len(self.lines)
         return None
 
     # -- collections
@@ -1189,15 +1192,14 @@ class _YamlSubset:
             self.pos += 1
         widths = [len(line) - len(line.lstrip(" ")) for line in raw if line]
         content_indent = indent + int(explicit) if explicit else min(widths, default=indent + 1)
+        if any(width < content_indent for width in widths):
+            raise self.error(f"block scalar lines are indented less than {header!r} says")
         lines = [line[content_indent:] if line else "" for line in raw]
         trailing = 0
         while lines and lines[-1] == "":
             lines.pop()
             trailing += 1
-        if style == "|":
-            value = "\n".join(lines)
-        else:
-            value = _fold(lines)
+        value = "\n".join(lines) if style == "|" else _fold(lines)
         if chomp == "-" or not value:
             return value if chomp != "+" else value + "\n" * trailing
         return value + "\n" * (trailing + 1 if chomp == "+" else 1)
@@ -1271,14 +1273,16 @@ class _YamlSubset:
                 item, pos = self._flow_node(text, pos, stops=",]")
                 items.append(item)
             pos = _skip_spaces(text, pos)
-            if pos < len(text) and text[pos] == ",":
+            if pos >= len(text):
+                raise self.error(f"unclosed {'{' if is_map else '['}")
+            if text[pos] == ",":
                 pos += 1
-            elif pos < len(text) and text[pos] == closing:
-                continue
-            else:
+            elif text[pos] != closing:
                 raise self.error(f"expected ',' or '{closing}' in an inline collection")
 
-    def _flow_node(self, text: str, pos: int, *, stops: str, as_key: bool = False) -> tuple[Any, int]:
+    def _flow_node(
+        self, text: str, pos: int, *, stops: str, as_key: bool = False
+    ) -> tuple[Any, int]:
         if pos >= len(text):
             raise self.error("an inline collection ends too early")
         char = text[pos]
