@@ -31,15 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import amalfa
-from amalfa import DatabaseFactory
 
 DIM = 384
 TOP_K = 10
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
-  id TEXT PRIMARY KEY, type TEXT, title TEXT, domain TEXT, layer TEXT, embedding BLOB,
-  hash TEXT, summary TEXT, meta TEXT, date TEXT);
-"""
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -53,21 +47,20 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
 
 
 def build_database(path: Path, n: int, rng: np.random.Generator) -> None:
-    conn = DatabaseFactory.connect(path)
-    conn.executescript(SCHEMA)
-    insert = conn.prepare("INSERT INTO nodes VALUES (?, 'document', ?, ?, 'experience', ?, ?, ?, ?, ?)")
+    from amalfa.db import Node, ResonanceDB
+
     summary = "A hollow node's lead paragraph, about two hundred characters long, " * 3
-    batch = 20000
-    for start in range(0, n, batch):
-        m = rng.standard_normal((min(batch, n - start), DIM)).astype(np.float32)
-        amalfa.to_fafcas(m, inplace=True)
-        conn.execute("BEGIN")
-        for i, row in enumerate(m, start):
-            insert.run((f"node-{i:07d}", f"Title {i}", "knowledge" if i % 4 else "persona", row,
-                        f"{i:064x}", summary, f'{{"source": "docs/note-{i}.md"}}', "2026-11-27"))
-        conn.execute("COMMIT")
-    conn.checkpoint("TRUNCATE")
-    conn.close()
+    with ResonanceDB.create(path, history=False) as db:
+        batch = 20000
+        for start in range(0, n, batch):
+            m = rng.standard_normal((min(batch, n - start), DIM)).astype(np.float32)
+            db.insert_nodes(
+                Node(id=f"node-{i:07d}", type="document", label=f"Title {i}",
+                     domain="knowledge" if i % 4 else "persona", embedding=row,
+                     hash=f"{i:064x}", summary=summary, meta={"source": f"docs/note-{i}.md"},
+                     date="2026-11-27")
+                for i, row in enumerate(m, start))
+        db.checkpoint()
 
 
 def contenders(path: Path, queries: np.ndarray):

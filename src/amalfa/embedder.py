@@ -62,7 +62,9 @@ __all__ = [
     "loose_name",
     "resolve_model",
     "embedded_model_files",
+    "hub_files",
     "hub_model_files",
+    "locate_model_files",
     "folder_model_files",
     "build_session",
     "load_tokenizer",
@@ -79,6 +81,10 @@ DEFAULT_PORT = 3010
 DAEMON_TIMEOUT_S = 0.2
 #: Extra wait per text of a batch sent to the daemon (a batch takes longer than one text).
 DAEMON_TIMEOUT_PER_TEXT_S = 0.05
+#: Padded tokens per onnxruntime run. Measured on a 2-core machine with all-MiniLM-L6-v2: runs
+#: of 256-512 tokens are fastest per text; from ~1000 tokens on (32 texts of 30 tokens) each text
+#: costs more, as the activations outgrow the caches.
+MAX_BATCH_TOKENS = 512
 #: Texts tokenised (and length-sorted) together; bounds the memory of one huge call.
 _TOKENIZE_CHUNK = 4096
 
@@ -271,15 +277,11 @@ def _spec_from_configs(folder: Path, base: ModelSpec) -> ModelSpec:
     return spec
 
 
-def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
-                       source: Literal["path", "env"] = "path") -> ModelFiles:
-    """A model folder: ``model.onnx`` (or ``onnx/model.onnx``) and ``tokenizer.json``.
+def locate_model_files(folder: Path, *, origin: str = "model folder") -> tuple[Path, Path]:
+    """``model.onnx`` (or ``onnx/model.onnx``) and ``tokenizer.json`` in ``folder``.
 
-    Pooling and maximum length come from the folder's sentence-transformers configs when present,
-    else from ``spec`` (the registry model named by ``$EMBEDDING_MODEL``, or the default).
+    ``origin`` says in the error message where the folder came from (an argument, a variable).
     """
-    folder = Path(folder).expanduser()
-    origin = "AMALFA_MODEL_PATH" if source == "env" else "model folder"
     if not folder.is_dir():
         raise ModelError(f"{origin} {folder} does not exist or is not a folder")
     onnx_path = next((folder / c for c in _ONNX_CANDIDATES if (folder / c).is_file()), None)
@@ -289,6 +291,19 @@ def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
     tokenizer_path = folder / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise ModelError(f"{origin} {folder} holds no tokenizer.json")
+    return onnx_path, tokenizer_path
+
+
+def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
+                       source: Literal["path", "env"] = "path") -> ModelFiles:
+    """A model folder: ``model.onnx`` (or ``onnx/model.onnx``) and ``tokenizer.json``.
+
+    Pooling and maximum length come from the folder's sentence-transformers configs when present,
+    else from ``spec`` (the registry model named by ``$EMBEDDING_MODEL``, or the default).
+    """
+    folder = Path(folder).expanduser()
+    origin = "AMALFA_MODEL_PATH" if source == "env" else "model folder"
+    onnx_path, tokenizer_path = locate_model_files(folder, origin=origin)
     # a folder is named by where it is: nothing in it reliably says which model it holds
     base = replace(spec or _default_spec_from_env(), name=str(folder.resolve()))
     return ModelFiles(spec=_spec_from_configs(folder, base), onnx_path=onnx_path, source=source,
@@ -343,9 +358,13 @@ def _verify_hub_blob(path: Path) -> None:
         _verify_file(blob, blob.name, f"hub cache file {path} (blob)")
 
 
-def hub_model_files(repo_id: str, *, spec: ModelSpec | None = None,
-                    download: bool = False) -> ModelFiles | None:
-    """The model from the hub cache, or None when it is not cached (and ``download`` is off)."""
+def hub_files(repo_id: str, *, download: bool = False,
+              extra: Sequence[str] = ()) -> tuple[Path, Path] | None:
+    """The ONNX graph and ``tokenizer.json`` of a hub model from the cache, sha256-checked.
+
+    None when they are not cached and ``download`` is off. ``extra`` names optional files
+    (configs) to fetch alongside when downloading.
+    """
     onnx_path = None
     for candidate in _ONNX_CANDIDATES:
         onnx_path = _hub_file(repo_id, candidate, download=download)
@@ -361,10 +380,22 @@ def hub_model_files(repo_id: str, *, spec: ModelSpec | None = None,
         if download:
             raise ModelError(f"hub model {repo_id} has no tokenizer.json")
         return None
-    for config in ("1_Pooling/config.json", "sentence_bert_config.json"):
-        _hub_file(repo_id, config, download=download)
+    for name in extra:
+        _hub_file(repo_id, name, download=download)
     _verify_hub_blob(onnx_path)
     _verify_hub_blob(tokenizer_path)
+    return onnx_path, tokenizer_path
+
+
+def hub_model_files(repo_id: str, *, spec: ModelSpec | None = None,
+                    download: bool = False) -> ModelFiles | None:
+    """The embedding model from the hub cache, or None when it is not cached (and not
+    downloaded)."""
+    found = hub_files(repo_id, download=download,
+                      extra=("1_Pooling/config.json", "sentence_bert_config.json"))
+    if found is None:
+        return None
+    onnx_path, tokenizer_path = found
     snapshot = tokenizer_path.parent
     base = spec or find_spec(repo_id)
     if base is None:
@@ -496,10 +527,26 @@ def encode_arrays(encodings: Sequence[Any], dtype: np.dtype) -> tuple[np.ndarray
     return ids, mask, types
 
 
-def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Row indices in batches of similar token count, so padding per batch stays small."""
+def length_sorted_batches(lengths: np.ndarray, batch_size: int, *,
+                          max_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices in batches of similar token count, so padding per batch stays small.
+
+    A batch holds at most ``batch_size`` rows and, when ``max_tokens`` is given, at most that
+    many padded tokens (rows x longest row; a single longer row still gets its own batch).
+    """
     order = np.argsort(lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        # ascending order: the row just added is the longest of the batch
+        full = end - start > batch_size or (end - start) * int(lengths[order[end - 1]]) > max_tokens
+        if full and end - 1 > start:
+            batches.append(order[start:end - 1])
+            start = end - 1
+    batches.append(order[start:])
+    return batches
 
 
 def _encode_batch(tokenizer: Any, items: list[Any]) -> list[Any]:
@@ -559,13 +606,6 @@ def _unit_rows(vectors: Matrix) -> Matrix:
     """FAFCAS-normalise each row in place."""
     from amalfa.fafcas import to_fafcas
 
-    # TEMPORARY FALLBACK (remove when amalfa._core.fafcas is built): numpy normalisation.
-    try:
-        import amalfa._core.fafcas  # noqa: F401
-    except ImportError:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        np.divide(vectors, norms, out=vectors, where=norms > 0)
-        return vectors
     return to_fafcas(vectors, inplace=True)
 
 
@@ -599,6 +639,7 @@ class Embedder:
         self._input_names: list[str] = []
         self._input_dtype = np.dtype(np.int64)
         self._dimensions = self.files.spec.dimensions
+        self.max_batch_tokens = MAX_BATCH_TOKENS
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one inference at a time: the threads are the cores
 
@@ -691,7 +732,7 @@ class Embedder:
         ids, mask, types = encode_arrays(_encode_batch(self._tokenizer, texts), self._input_dtype)
         lengths = mask.sum(axis=1)
         pooled = np.empty((len(texts), self._dimensions), dtype=np.float32)
-        for rows in length_sorted_batches(lengths, batch_size):
+        for rows in length_sorted_batches(lengths, batch_size, max_tokens=self.max_batch_tokens):
             width = int(lengths[rows].max())
             feeds = {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width],
                      "token_type_ids": types[rows, :width]}

@@ -93,12 +93,12 @@ class VectorEngine:
         if expected is not None and arr.shape[0] != expected:
             raise ValueError(
                 f"embedding has dimension {arr.shape[0]}; this database holds {expected}-d vectors")
-        conn = self.db.raw
-        changed = conn.prepare(_SAVE_EMBEDDING).run((arr, node_id))
-        if changed == 0:
-            raise KeyError(f"no node with id {node_id!r}")
-        if expected is None:
-            self.db.record_dimensions(arr.shape[0])
+        with self.db.transaction():
+            if expected is None:
+                self.db.record_dimensions(arr.shape[0])
+            changed = self.db.raw.prepare(_SAVE_EMBEDDING).run((arr, node_id))
+            if changed == 0:
+                raise KeyError(f"no node with id {node_id!r}")
 
     # -- the cached matrix ------------------------------------------------------------------------
 

