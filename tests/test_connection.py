@@ -48,18 +48,34 @@ def test_sqlite_symbols_do_not_leak_from_the_extension():
 
 
 def test_coexists_with_stdlib_sqlite3_in_one_process(tmp_path):
-    path = tmp_path / "shared.db"
-    ours = Connection(path)
+    # Each library on its own file: two SQLite copies in one process do not share POSIX lock
+    # state, so they must never open the same file at once (see docs/concepts/wal-and-pragmas.md).
+    ours = Connection(tmp_path / "ours.db")
+    theirs = sqlite3.connect(tmp_path / "theirs.db")
     ours.executescript("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
-    ours.execute("INSERT INTO kv VALUES (?, ?)", ("a", "ours"))
-    theirs = sqlite3.connect(path)
-    theirs.execute("INSERT INTO kv VALUES ('b', 'stdlib')")
+    theirs.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+    for i in range(100):
+        ours.execute("INSERT INTO kv VALUES (?, ?)", (f"k{i}", "ours"))
+        theirs.execute("INSERT INTO kv VALUES (?, ?)", (f"k{i}", "stdlib"))
     theirs.commit()
-    assert ours.execute("SELECT k, v FROM kv ORDER BY k") == [("a", "ours"), ("b", "stdlib")]
-    assert theirs.execute("SELECT sqlite_version()").fetchone()[0] == sqlite3.sqlite_version
     assert ours.execute("SELECT sqlite_version()") == [("3.50.4",)]
+    assert theirs.execute("SELECT sqlite_version()").fetchone()[0] == sqlite3.sqlite_version
+    assert ours.execute("SELECT count(*), min(v) FROM kv") == [(100, "ours")]
+    assert theirs.execute("SELECT count(*), min(v) FROM kv").fetchone() == (100, "stdlib")
     theirs.close()
     ours.close()
+
+
+def test_file_written_by_amalfa_reads_in_the_stdlib_module(tmp_path):
+    path = tmp_path / "shared.db"
+    with Connection(path) as ours:
+        ours.executescript("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB)")
+        ours.execute("INSERT INTO kv VALUES (?, ?)", ("a", np.arange(3, dtype=np.float32)))
+    theirs = sqlite3.connect(path)
+    (blob,) = theirs.execute("SELECT v FROM kv").fetchone()
+    assert np.frombuffer(blob, dtype=np.float32).tolist() == [0.0, 1.0, 2.0]
+    assert theirs.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    theirs.close()
 
 
 def test_bind_and_read_back_every_type(conn):

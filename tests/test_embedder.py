@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amalfa import embedder as embedder_module
 from amalfa.embedder import (
     DEFAULT_MODEL,
     EMBEDDED_ONNX_SHA256,
@@ -30,6 +29,7 @@ from amalfa.embedder import (
     REGISTRY,
     Embedder,
     embedded_model_files,
+    embedded_package_paths,
     find_spec,
     load_tokenizer,
     loose_name,
@@ -64,10 +64,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 
 @pytest.fixture(scope="module")
 def embedded_paths() -> tuple[Path, Path]:
-    files = embedded_model_files()
-    zip_path = embedder_module._package_file(*embedder_module._EMBEDDED_ZIP_PACKAGE)
-    assert zip_path is not None
-    return files.onnx_path, zip_path
+    onnx_path, zip_path = embedded_package_paths()
+    assert onnx_path is not None and zip_path is not None, "pip install 'amalfa[model]'"
+    return onnx_path, zip_path
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,12 @@ def test_wal_database_is_not_switched_again(tmp_path):
     # Hold a read transaction open in another connection: switching the journal mode would need
     # an exclusive lock and fail with "database is locked"; a factory that only reads the mode
     # and sees WAL already opens without trying.
-    reader = sqlite3.connect(path)
+    reader = Connection(path)
     reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    reader.execute("SELECT count(*) FROM sqlite_schema")
     conn = DatabaseFactory.connect(path)
     assert conn.execute("PRAGMA journal_mode") == [("wal",)]
-    reader.rollback()
+    reader.execute("ROLLBACK")
     reader.close()
     conn.close()
 

@@ -156,14 +156,17 @@ def test_cache_refreshes_after_another_process_writes(graph):
 
 
 def test_wrong_length_blobs_from_another_client_are_skipped(graph):
-    import sqlite3
-
     db, vectors = graph
-    other = sqlite3.connect(db.path)
-    other.execute("UPDATE nodes SET embedding = x'00010203' WHERE id = 'n001'")
-    other.execute("UPDATE nodes SET embedding = 'not a blob' WHERE id = 'n002'")
-    other.commit()
-    other.close()
+    # another client, in another process (two SQLite copies must not share a file in one process)
+    script = textwrap.dedent(f"""
+        import sqlite3
+        other = sqlite3.connect({str(db.path)!r})
+        other.execute("UPDATE nodes SET embedding = x'00010203' WHERE id = 'n001'")
+        other.execute("UPDATE nodes SET embedding = 'not a blob' WHERE id = 'n002'")
+        other.commit()
+        other.close()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
     engine = VectorEngine(db)
     for use_cache in (True, False):
         hits = engine.search_by_vector(vectors[1], limit=200, threshold=-1.0, use_cache=use_cache)

@@ -352,11 +352,19 @@ class Context:
     def open_db(self, *, readonly: bool = False) -> ResonanceDB:
         """The existing database; a missing one is a user error with the `amalfa init` hint."""
         from amalfa.db import ResonanceDB
+        from amalfa.errors import ReadOnlyError
 
         path = self.db_path
         if not path.is_file():
             raise CommandError(f"no database at {_show_path(path)}", hint=HINT_INIT)
-        return ResonanceDB(path, readonly=readonly)
+        try:
+            return ResonanceDB(path, readonly=readonly)
+        except ReadOnlyError as exc:  # an older schema: reading commands do not migrate
+            if not readonly:
+                raise
+            raise CommandError(_one_line(str(exc)).split(";")[0],
+                               hint="run `amalfa checkpoint` (or `amalfa init`) once to migrate "
+                                    "it; a backup is taken first") from None
 
     def embedder(self, recorded: str | None = None) -> Embedder:
         """The embedder: the model a database was built with when it recorded one, else the

