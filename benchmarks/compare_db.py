@@ -40,7 +40,6 @@ import numpy as np
 import amalfa
 from amalfa import db as dbmod
 from amalfa.db import Node, ResonanceDB
-from amalfa.factory import DatabaseFactory
 
 # DatabaseFactory's canonical pragmas, in its order
 PRAGMAS = (
@@ -98,9 +97,23 @@ def time_call(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def prebuilt_params(nodes: list[Node]) -> list[tuple]:
+    """insert_nodes' bindings for every node, built ahead (validated, normalised)."""
+    params: list[tuple] = []
+    dimensions = None
+    for chunk in dbmod._chunks(nodes, dbmod.BULK_CHUNK):
+        chunk_params, dimensions = dbmod._bulk_params(chunk, dimensions)
+        params.extend(chunk_params)
+    return params
+
+
 def bench_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
-                 ) -> tuple[list[float], list[float]]:
-    ours, theirs = [], []
+                 ) -> tuple[list[float], list[float], list[float]]:
+    """Times of amalfa, the stdlib and the floor, one of each per repetition, interleaved so a
+    busy machine slows all three alike. The floor is SQLite's own work: insert_nodes' bindings
+    prebuilt, one executemany + COMMIT on amalfa's connection, no Python per row."""
+    params = prebuilt_params(nodes)
+    ours, theirs, floor = [], [], []
     for _ in range(repeat):
         path = fresh_path(folder, "amalfa.db")
         db = ResonanceDB.create(path, history=history)
@@ -118,16 +131,30 @@ def bench_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
 
         theirs.append(time_call(peer))
         conn.close()
-    return ours, theirs
+
+        path = fresh_path(folder, "floor.db")
+        with ResonanceDB.create(path, history=history) as db:
+            raw, statement = db.raw, db.raw.prepare(dbmod._UPSERT_NODE)
+
+            def bare(raw=raw, statement=statement) -> None:
+                raw.execute("BEGIN IMMEDIATE")
+                statement.executemany(params)
+                raw.execute("COMMIT")
+
+            floor.append(time_call(bare))
+    return ours, theirs, floor
 
 
 def bench_reads(path: Path, peer_path: Path, ids: list[str], *, repeat: int
-                ) -> tuple[list[float], list[float]]:
+                ) -> tuple[list[float], list[float], list[float]]:
+    """get_node against the stdlib, and the floor: the cached statement's first() plus building
+    the Node (which both sides pay), with nothing else in between."""
     db = ResonanceDB(path, history=False)
     conn = stdlib_connect(peer_path, history=False)
     cursor = conn.cursor()
     sql = dbmod._SELECT_NODE
     build = dbmod._node_from_row
+    first = db.raw.prepare(sql).first
 
     def ours() -> None:
         get = db.get_node
@@ -141,53 +168,20 @@ def bench_reads(path: Path, peer_path: Path, ids: list[str], *, repeat: int
             if row is not None:
                 build(row)
 
-    assert db.get_node(ids[0]) == build(cursor.execute(sql, (ids[0],)).fetchone())
-    ours(), theirs()  # warm both page caches and statement caches
-    a, b = [], []
-    for _ in range(repeat):
-        a.append(time_call(ours))
-        b.append(time_call(theirs))
-    db.close()
-    conn.close()
-    return a, b
-
-
-def bench_floor(folder: Path, nodes: list[Node], ids: list[str], read_path: Path, *,
-                repeat: int) -> tuple[float, float]:
-    """Seconds per row with no binding overhead: the bindings of every node prebuilt, then one
-    executemany + COMMIT on amalfa's connection; and per point read, the cached statement's
-    first() plus building the Node (which both sides pay). No binding layer can beat these."""
-    params: list[tuple] = []
-    dimensions = None
-    for chunk in dbmod._chunks(nodes, dbmod.BULK_CHUNK):
-        chunk_params, dimensions = dbmod._bulk_params(chunk, dimensions)
-        params.extend(chunk_params)
-    inserts = []
-    for _ in range(repeat):
-        path = fresh_path(folder, "floor.db")
-        ResonanceDB.create(path).close()
-        conn = DatabaseFactory.connect(path)
-        statement = conn.prepare(dbmod._UPSERT_NODE)
-
-        def insert(conn=conn, statement=statement) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            statement.executemany(params)
-            conn.execute("COMMIT")
-
-        inserts.append(time_call(insert))
-        conn.close()
-    conn = DatabaseFactory.connect(read_path, readonly=True)
-    first = conn.prepare(dbmod._SELECT_NODE).first
-    build = dbmod._node_from_row
-
-    def reads() -> None:
+    def bare() -> None:
         for node_id in ids:
             build(first((node_id,)))
 
-    reads()
-    read_times = [time_call(reads) for _ in range(repeat)]
+    assert db.get_node(ids[0]) == build(cursor.execute(sql, (ids[0],)).fetchone())
+    ours(), theirs(), bare()  # warm the page caches and the statement caches
+    a, b, c = [], [], []
+    for _ in range(repeat):
+        a.append(time_call(ours))
+        b.append(time_call(theirs))
+        c.append(time_call(bare))
+    db.close()
     conn.close()
-    return (statistics.median(inserts) / len(nodes), statistics.median(read_times) / len(ids))
+    return a, b, c
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,11 +201,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.nodes} nodes x {args.dim}-d; files in {folder}")
         nodes = make_nodes(args.nodes, args.dim)
         rows = []
+        floors: dict[str, float] = {}
         for history in (False, True):
-            ours, theirs = bench_insert(folder, nodes, history=history, repeat=args.repeat)
-            rows.append((f"insert_nodes, history {'on' if history else 'off'}", "rows/s",
-                         args.nodes / statistics.median(ours),
+            name = f"insert_nodes, history {'on' if history else 'off'}"
+            ours, theirs, floor = bench_insert(folder, nodes, history=history, repeat=args.repeat)
+            rows.append((name, "rows/s", args.nodes / statistics.median(ours),
                          args.nodes / statistics.median(theirs)))
+            floors[name] = args.nodes / statistics.median(floor)
         rng = random.Random(1)
         ids = [nodes[rng.randrange(len(nodes))].id for _ in range(args.reads)]
         path = fresh_path(folder, "amalfa.db")
@@ -220,21 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             db.checkpoint()
         peer_path = fresh_path(folder, "stdlib.db")
         shutil.copyfile(path, peer_path)  # closed and checkpointed: the file is the whole database
-        ours, theirs = bench_reads(path, peer_path, ids, repeat=args.repeat)
+        ours, theirs, floor = bench_reads(path, peer_path, ids, repeat=args.repeat)
         rows.append(("get_node (random ids)", "reads/s", args.reads / statistics.median(ours),
                      args.reads / statistics.median(theirs)))
-
-        floor_insert, floor_read = bench_floor(folder, nodes, ids, path, repeat=args.repeat)
+        floors["get_node (random ids)"] = args.reads / statistics.median(floor)
 
         print()
-        print(f"{'benchmark':34} {'unit':8} {'amalfa':>12} {'stdlib':>12} {'ratio':>7}")
+        print(f"{'benchmark':30} {'unit':8} {'amalfa':>10} {'stdlib':>10} {'ratio':>6}"
+              f" {'floor':>10} {'best ratio':>10}")
         for name, unit, a, b in rows:
-            print(f"{name:34} {unit:8} {a:12,.0f} {b:12,.0f} {a / b:6.2f}x")
-        print(f"\nfloor (bindings prebuilt / only first() + building the Node, amalfa's "
-              f"connection): {1e6 * floor_insert:.2f} us per inserted row, "
-              f"{1e6 * floor_read:.2f} us per read")
-        print(f"the best ratio a zero-cost binding layer could reach here: insert (history off) "
-              f"{(1 / rows[0][3]) / floor_insert:.2f}x, get_node {(1 / rows[2][3]) / floor_read:.2f}x")
+            best = floors[name]
+            print(f"{name:30} {unit:8} {a:10,.0f} {b:10,.0f} {a / b:5.2f}x {best:10,.0f}"
+                  f" {best / b:9.2f}x")
+        print("\nfloor: the same SQLite work with no binding layer (insert: insert_nodes' bindings "
+              "prebuilt, one executemany; get_node: first() + building the Node); best ratio: "
+              "what a zero-cost binding layer would reach against the stdlib")
         off, on = rows[0][2], rows[1][2]
         print(f"\nhistory logging costs amalfa {100 * (1 - on / off):.0f}% of its insert rate "
               f"({1e6 / off:.2f} -> {1e6 / on:.2f} us/row)")

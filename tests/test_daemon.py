@@ -385,7 +385,7 @@ def test_start_on_a_busy_port_fails_clearly(root: Path) -> None:
 def test_command_line(root: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run([sys.executable, "-m", "amalfa.daemon", "status", "--root", str(root)],
-                            capture_output=True, text=True, env=env, timeout=60)
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
     assert result.returncode == 3  # not running
     assert json.loads(result.stdout)["running"] is False
     assert daemon.main(["status", "--root", str(root)]) == 3
@@ -393,7 +393,8 @@ def test_command_line(root: Path) -> None:
         daemon.main(["restart"])
     bad_port = {**env, "VECTOR_PORT": "http"}
     result = subprocess.run([sys.executable, "-m", "amalfa.daemon", "start", "--root", str(root)],
-                            capture_output=True, text=True, env=bad_port, timeout=60)
+                            capture_output=True, text=True, env=bad_port, timeout=60,
+                            check=False)
     assert result.returncode == 1 and "VECTOR_PORT must be a port number" in result.stderr
 
 

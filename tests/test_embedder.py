@@ -185,7 +185,7 @@ def _fp32_onnx_folder(folder: Path, zip_path: Path) -> Path:
             super().__init__()
             self.bert = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
+        def forward(self, input_ids, attention_mask, token_type_ids):
             return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
 
@@ -231,7 +231,7 @@ def test_empty_batch_has_shape_zero_by_d(local: Embedder) -> None:
 
 def test_long_texts_are_truncated_at_the_model_maximum(local: Embedder) -> None:
     words = [f"word{i}" for i in range(2000)]  # several tokens each: far beyond 256 tokens
-    tokenizer = load_tokenizer(json_text=local.files.tokenizer_json, max_length=100_000)
+    tokenizer = load_tokenizer(json_text=local.files.tokenizer_text(), max_length=100_000)
 
     def words_for(tokens: int) -> int:
         """How many leading words hold about ``tokens`` tokens."""
@@ -384,7 +384,8 @@ def test_hub_cache_beats_embedded(hub_cache, embedded_paths, tokenizer_bytes, lo
 def test_embedded_default_when_nothing_else_applies() -> None:
     files = resolve_model()
     assert files.source == "embedded" and files.spec.name == DEFAULT_MODEL
-    assert files.tokenizer_json is not None and files.tokenizer_path is None
+    assert files.tokenizer_archive == embedded_package_paths()[1]
+    assert files.checks == ((files.onnx_path, EMBEDDED_ONNX_SHA256),)
 
 
 def test_explicit_name_skips_the_model_path_variable(monkeypatch, model_folder) -> None:
@@ -483,8 +484,9 @@ def test_corrupt_hub_blob_is_a_clear_error(hub_cache, embedded_paths, tokenizer_
     with blob.open("r+b") as f:
         f.seek(1000)
         f.write(b"\0" * 16)
-    with pytest.raises(ModelError, match="hub cache file .*failed its sha256 check"):
-        Embedder()
+    chosen = Embedder(use_daemon=False)  # finding the files hashes nothing...
+    with pytest.raises(ModelError, match="hub file .*failed its sha256 check"):
+        chosen.embed("x")  # ...loading them does
 
 
 # --- threads and the shared instance ------------------------------------------------------------

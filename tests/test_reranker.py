@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="the onnx package builds the test graph (pip install onnx)")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from amalfa.embedder import embedded_model_files, load_tokenizer  # noqa: E402
-from amalfa.errors import ModelError  # noqa: E402
-from amalfa.reranker import Reranker, RerankResult  # noqa: E402
+from amalfa.embedder import embedded_model_files, load_tokenizer
+from amalfa.errors import ModelError
+from amalfa.reranker import Reranker, RerankResult
 
 WIDTH = 8
 SCALE = 0.05
@@ -29,9 +29,7 @@ SCALE = 0.05
 
 def minilm_tokenizer_json() -> str:
     """The real all-MiniLM-L6-v2 tokenizer.json from the embedded model package."""
-    files = embedded_model_files()
-    assert files.tokenizer_json is not None
-    return files.tokenizer_json
+    return embedded_model_files().tokenizer_text()
 
 
 def token_table(vocab_size: int) -> np.ndarray:
@@ -118,8 +116,8 @@ DOCUMENTS = [
     "The daemon keeps the embedding model loaded between requests.",
     "Bananas are yellow.",
     "",
-    "A vector daemon answers on the loopback interface and stays warm by holding the ONNX "
-    "session in memory across many, many requests from short-lived command line processes.",
+    ("A vector daemon answers on the loopback interface and stays warm by holding the ONNX "
+     "session in memory across many, many requests from short-lived command line processes."),
     "warm vector",
     "SQLite in WAL mode lets readers run while one writer commits.",
 ]

@@ -39,29 +39,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from amalfa.embedder import DEFAULT_PORT, Embedder
+from amalfa.embedder import DAEMON_MAX_TEXTS, DEFAULT_PORT, Embedder
 from amalfa.errors import AmalfaError, ModelError, SettingsError
 
 __all__ = [
-    "DaemonError",
-    "DaemonServer",
-    "VectorService",
-    "make_server",
-    "serve",
-    "start",
-    "stop",
-    "status",
-    "main",
     "DEFAULT_PORT",
     "MAX_BODY_BYTES",
     "MAX_TEXTS",
+    "DaemonError",
+    "DaemonServer",
+    "VectorService",
+    "main",
+    "make_server",
+    "serve",
+    "start",
+    "status",
+    "stop",
 ]
 
 log = logging.getLogger("amalfa.daemon")  # not __name__: it is "__main__" under -m
 
 HOST = "127.0.0.1"
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_TEXTS = 1024
+MAX_TEXTS = DAEMON_MAX_TEXTS
 #: Seconds a connection may sit idle (or dribble a request) before the server drops it.
 REQUEST_TIMEOUT_S = 10.0
 PID_FILE_NAME = "vector-daemon.pid"
@@ -147,8 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "amalfa-vector-daemon"
 
     def setup(self) -> None:
-        self.timeout = self.server.request_timeout  # socket timeout for every read and write
         super().setup()
+        self.connection.settimeout(self.server.request_timeout)  # every read and write
 
     # -- dispatch --
 
@@ -173,19 +173,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, {"error": exc.message},
                             allow=_ROUTES.get(path) if exc.status == 405 else None)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
     # -- endpoints --
@@ -305,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 

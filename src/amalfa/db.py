@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import numpy.typing as npt
 from amalfa import migrations
 from amalfa._core.connection import Connection
 from amalfa.errors import BusyError, CantOpenError, DatabaseError, MisuseError
-from amalfa.factory import BUSY_TIMEOUT_MS, DatabaseFactory
+from amalfa.factory import DatabaseFactory
 from amalfa.fafcas import to_fafcas
 
 __all__ = [
@@ -525,20 +524,21 @@ def _load_json(text: Any, node_id: str, field_name: str) -> Any:
 def _bulk_params(chunk: list[Node], dimensions: int | None
                  ) -> tuple[list[tuple[Any, ...]], int | None]:
     """The bindings of a chunk of nodes: validated, embeddings normalised as one matrix."""
-    heads = [_node_head(node) for node in chunk]
+    heads: list[tuple[Any, ...]] = []
     with_vectors: list[int] = []
     vectors: list[Any] = []
-    for index, node in enumerate(chunk):
+    for node in chunk:
+        head = _node_head(node)
         value = node.embedding
-        if value is None:
-            continue
-        if not (type(value) is np.ndarray and value.ndim == 1 and value.dtype is _F32
-                and value.shape[0] == dimensions):
-            # the slow path checks shape, type and dimension and names the node
-            value = _embedding_array(value, heads[index][0], dimensions)
-            dimensions = value.shape[0]
-        with_vectors.append(index)
-        vectors.append(value)
+        if value is not None:
+            if not (type(value) is np.ndarray and value.ndim == 1 and value.dtype is _F32
+                    and value.shape[0] == dimensions):
+                # the slow path checks shape, type and dimension and names the node
+                value = _embedding_array(value, head[0], dimensions)
+                dimensions = value.shape[0]
+            with_vectors.append(len(heads))
+            vectors.append(value)
+        heads.append(head)
     if not vectors:
         return [head + (None,) for head in heads], dimensions
     # one copy of the chunk's vectors, normalised in place: numpy's per-call overhead is
@@ -994,7 +994,7 @@ class ResonanceDB:
         finally:
             conn.close()
 
-    def __enter__(self) -> ResonanceDB:
+    def __enter__(self) -> ResonanceDB:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -1006,26 +1006,11 @@ class ResonanceDB:
 
 
 def _connect(target: str, *, create: bool, readonly: bool) -> Connection:
-    """Open through DatabaseFactory, retrying while another process switches the file to WAL.
-
-    Switching a new file to WAL needs an exclusive lock, and SQLite reports SQLITE_BUSY for it
-    at once, without calling the busy handler, when another process holds the file open: two
-    processes creating the same database would otherwise fail at random. The retry stops at the
-    factory's busy timeout, like any other wait for a lock.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    delay = 0.001
-    while True:
-        try:
-            if create:
-                return DatabaseFactory.connect_to_resonance(target)
-            in_memory = target in ("", ":memory:")
-            return DatabaseFactory.connect(target, readonly=readonly, create=in_memory)
-        except BusyError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    """Open through DatabaseFactory (which also waits out a concurrent WAL switch)."""
+    if create:
+        return DatabaseFactory.connect_to_resonance(target)
+    in_memory = target in ("", ":memory:")
+    return DatabaseFactory.connect(target, readonly=readonly, create=in_memory)
 
 
 def _check_count(value: Any, field_name: str) -> int:

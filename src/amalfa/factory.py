@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amalfa._core.connection import Connection, compile_options, sqlite_version
-from amalfa.errors import CantOpenError, HealthCheckError
+from amalfa.errors import BusyError, CantOpenError, HealthCheckError
 
 __all__ = ["DatabaseFactory", "HealthReport", "sqlite_version", "compile_options", "Connection"]
 
@@ -89,7 +90,7 @@ class DatabaseFactory:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         (mode,) = conn.execute("PRAGMA journal_mode")[0]
         if str(mode).lower() != "wal" and not conn.readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
         for name, value in _CANONICAL_PRAGMAS:
             conn.execute(f"PRAGMA {name} = {value}")
 
@@ -129,6 +130,27 @@ class DatabaseFactory:
             _write_read_probe(conn)
         return HealthReport(status="degraded" if warnings else "healthy",
                             journal_mode=journal_mode, warnings=warnings, pragmas=pragmas)
+
+
+def _switch_to_wal(conn: Connection) -> None:
+    """Switch to WAL, retrying while another process holds the file open.
+
+    The switch needs an exclusive lock, and SQLite answers SQLITE_BUSY at once for it, without
+    calling the busy handler, when another connection has the file open: two processes creating
+    the same database would otherwise fail at random. The retry is bounded by the busy timeout,
+    like any other wait for a lock.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def _read_probe(conn: Connection) -> None:

@@ -26,19 +26,21 @@ import numpy.typing as npt
 
 from amalfa.embedder import (
     MAX_BATCH_TOKENS,
-    _encode_batch,
     build_session,
     default_threads,
     encode_arrays,
+    encode_batch,
     graph_inputs,
+    hub_blob_checks,
     hub_files,
     length_sorted_batches,
     load_tokenizer,
     locate_model_files,
+    verify_sha256,
 )
 from amalfa.errors import ModelError
 
-__all__ = ["Reranker", "RerankResult", "DEFAULT_RERANKER", "resolve_reranker"]
+__all__ = ["DEFAULT_RERANKER", "RerankResult", "Reranker", "resolve_reranker"]
 
 DEFAULT_RERANKER = "BAAI/bge-reranker-base"
 
@@ -67,7 +69,7 @@ def resolve_reranker(model: str | Path | None = None, *,
         model = os.environ.get("RERANKER_MODEL", "").strip() or DEFAULT_RERANKER
     if not isinstance(model, str) or "/" not in model:
         raise ModelError(f"reranker model must be a folder or a hub id (org/name); got {model!r}")
-    found = hub_files(model, download=download)
+    found = hub_files(model, download=download, verify=False)  # checked in Reranker.load
     if found is None:
         raise ModelError(f"no reranker model: {model} is not in the Hugging Face cache; set "
                          "AMALFA_RERANKER_PATH to a folder with model.onnx and tokenizer.json, "
@@ -130,6 +132,8 @@ class Reranker:
         with self._load_lock:
             if self._session is not None:
                 return
+            for blob, expected in hub_blob_checks(self.onnx_path, self.tokenizer_path):
+                verify_sha256(blob, expected, "hub cache blob")
             tokenizer = load_tokenizer(path=self.tokenizer_path, max_length=self.max_length)
             session = build_session(self.onnx_path, threads=self.threads)
             self._input_names, self._input_dtype = graph_inputs(session, self.onnx_path)
@@ -158,7 +162,7 @@ class Reranker:
         if not documents:
             return np.zeros(0, dtype=np.float32)
         self.load()
-        encodings = _encode_batch(self._tokenizer, [(query, doc) for doc in documents])
+        encodings = encode_batch(self._tokenizer, [(query, doc) for doc in documents])
         ids, mask, types = encode_arrays(encodings, self._input_dtype)
         lengths = mask.sum(axis=1)
         logits = np.empty(len(documents), dtype=np.float32)
