@@ -2,7 +2,7 @@
 
 Each area has its own script (benchmarks/compare_<area>.py, with its own options: run it directly
 for those); this one runs the chosen areas, or all of them, with their defaults, one after the
-other in this process. Peers come from `python -m pip install ".[bench]" apsw`.
+other in this process. Peers come from `python -m pip install ".[bench]"`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ For each N (default 10k and 100k; add 1000000 with --sizes) a database of N holl
   faiss IndexFlatIP      exact inner-product index over the same matrix, one query
 
 Medians of repeated runs; ratios are peer time / amalfa time (higher means amalfa is faster).
-Peers that are not installed are listed as unavailable (pip install ".[bench]" apsw).
+Peers that are not installed are listed as unavailable (pip install ".[bench]").
 Run: python benchmarks/compare_vectors.py [--sizes 10000 100000 1000000] [--repeat 7]
 """
 

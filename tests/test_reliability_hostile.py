@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from reliability_workers import record_figures, worker_command, worker_env
 from amalfa.db import Edge, Node, ResonanceDB, generate_id
 from amalfa.errors import DatabaseError, SettingsError
 from amalfa.fafcas import to_fafcas
-from amalfa.scratchpad import Scratchpad, content_id
+from amalfa.scratchpad import Scratchpad
 from amalfa.settings import ScratchpadSettings, Settings, load_settings
 from amalfa.stats import StatsLogger, StatsTracker
 from amalfa.vectors import VectorEngine
@@ -253,7 +252,7 @@ def test_scans_find_the_true_top_k_or_refuse_the_query(scan_db, query: np.ndarra
     direct = engine.search_by_vector(query, limit, threshold=threshold, use_cache=False)
     assert [h.id for h in cached] == [h.id for h in direct]
     _check_hits(cached, scores_ref, tolerance, ids, limit, threshold)
-    scores, rowids = engine.scan_sqlite(query, limit, threshold=threshold)
+    scores, _ = engine.scan_sqlite(query, limit, threshold=threshold)
     assert np.array_equal(scores, [h.score for h in cached])
 
 
@@ -330,7 +329,7 @@ print("ok")
 def test_a_huge_limit_costs_memory_in_proportion_to_the_rows_not_the_limit() -> None:
     TRIED["scans_huge_limit"] += 2
     result = subprocess.run([sys.executable, "-c", _HUGE_LIMIT_SCRIPT], env=worker_env(),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
@@ -382,7 +381,7 @@ def test_odd_blobs_from_another_client_are_skipped_counted_and_kept(foreign_db) 
             assert hits[0].id == f"good-{i}"
             assert {hit.id for hit in hits} <= {f"good-{j}" for j in range(20)}
             assert engine.last_skipped == 10  # the documented skip: counted, not hidden
-    scores, rowids = engine.scan_sqlite(vectors[0], 100, threshold=-math.inf)
+    _, rowids = engine.scan_sqlite(vectors[0], 100, threshold=-math.inf)
     assert len(rowids) == 20 and engine.last_skipped == 10
     assert db.get_stats().nodes == 30
     # nothing is lost: every row is listed (without its BLOB), and reads of a wrong-length BLOB
@@ -436,8 +435,8 @@ def test_a_right_length_blob_of_inf_or_nan_is_skipped_and_counted(foreign_db) ->
 def test_text_that_is_not_utf8_from_another_client_reads_with_replacement(foreign_db) -> None:
     path, db, vectors = foreign_db
     _foreign(path, [
-        ["UPDATE nodes SET title = CAST(? AS TEXT), summary = CAST(? AS TEXT), "
-         "domain = CAST(? AS TEXT), hash = CAST(? AS TEXT) WHERE id = 'good-1'",
+        [("UPDATE nodes SET title = CAST(? AS TEXT), summary = CAST(? AS TEXT), "
+          "domain = CAST(? AS TEXT), hash = CAST(? AS TEXT) WHERE id = 'good-1'"),
          [{"hex": "ff41fe"}, {"hex": "c3"}, {"hex": "80"}, {"hex": "eda080"}]],
         ["UPDATE nodes SET meta = CAST(? AS TEXT) WHERE id = 'good-2'", [{"hex": "7b22ff"}]],
     ])
@@ -547,7 +546,7 @@ def test_filters_match_exactly_whatever_they_contain(filter_db, domain, kind, wo
     hits = engine.search_by_vector(np.ones(8), 100, domain=domain, type=kind,
                                    threshold=-math.inf)
     assert sorted(h.id for h in hits) == sorted(expected)
-    scores, rowids = engine.scan_sqlite(np.ones(8), 100, domain=domain, type=kind)
+    _, rowids = engine.scan_sqlite(np.ones(8), 100, domain=domain, type=kind)
     assert len(rowids) == len(expected)
     if kind is not None:
         assert [n.id for n in db.get_nodes_by_type(kind)] == [
@@ -834,3 +833,27 @@ def test_deeply_nested_meta_from_another_client_reads_as_a_clear_error(foreign_d
     with pytest.raises(DatabaseError, match="good-4"):
         db.get_node("good-4")
 
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
+    where="stats._parse_baseline", fix="and raise BaselineError naming the file"))
+def test_a_deeply_nested_baseline_gives_a_baseline_error(tmp_path: Path) -> None:
+    from amalfa.stats import BaselineError, IngestionStats
+
+    TRIED["deep_json"] += 1
+    path = tmp_path / "ingestion-baseline.json"
+    path.write_text(DEEP_JSON)
+    with pytest.raises(BaselineError):
+        IngestionStats(settings=Settings(root=tmp_path)).load_baseline(path)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
+    where="daemon._read_pid_file", fix="and treat the pid file as unreadable (None)"))
+def test_a_deeply_nested_daemon_pid_file_reads_as_no_daemon(tmp_path: Path) -> None:
+    from amalfa import daemon
+
+    TRIED["deep_json"] += 1
+    pid_file = tmp_path / ".amalfa" / "runtime" / "vector-daemon.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(DEEP_JSON)
+    assert daemon.status(root=tmp_path)["running"] is False
