@@ -273,10 +273,6 @@ def test_kill_during_migration_of_a_large_original_database(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=(AssertionError, DatabaseError), reason=(
-    "migrations._backup writes the backup straight under its final name: a kill during the copy "
-    "leaves <name>.v2.<stamp>.db that is not a usable database (a hot journal beside it; copied "
-    "alone: 'file is not a database'). Fix: back up to a temporary name, os.replace when done."))
 def test_a_kill_during_the_backup_leaves_no_unusable_backup(
         original_template: tuple[Path, int, str], tmp_path: Path) -> None:
     template, rows, _ = original_template

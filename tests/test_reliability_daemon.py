@@ -264,8 +264,9 @@ def _slow(port: int, index: int, deadline: float, record: _Recorder) -> None:
 def _open_idle(daemon: Daemon) -> list[socket.socket]:
     """Connections that will never send a byte, each accepted (a thread) before the load starts.
 
-    Opened one at a time: the daemon listens with socketserver's default backlog of 5, so a
-    burst of connects overflows it and some wait for SYN retransmits (see the xfail below)."""
+    Opened one at a time, so each is accepted (and its thread started) before the next; the
+    listen backlog of 128 (see test_a_burst_of_connections_is_queued_not_dropped) would also
+    queue a burst."""
     threads = daemon.threads()
     sockets = []
     for _ in range(IDLE_CONNECTIONS):
@@ -376,11 +377,6 @@ def test_daemon_under_load_and_abuse(daemon: Daemon, tmp_path_factory, record_pr
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "daemon._Handler._read_json catches UnicodeDecodeError and JSONDecodeError but not the "
-    "RecursionError json.loads raises for JSON nested deeper than the recursion limit: a 100 KB "
-    "body of '[' gets no answer (the handler thread dies with a traceback on stderr) instead of "
-    "400. Fix: catch RecursionError there too"))
 def test_a_deeply_nested_body_is_answered_400(daemon: Daemon) -> None:
     body = b"[" * 100_000
     answer = _raw(daemon.port, b"POST /embed HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -390,12 +386,6 @@ def test_a_deeply_nested_body_is_answered_400(daemon: Daemon) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "DaemonServer keeps socketserver's default listen backlog (request_queue_size = 5): a burst "
-    "of connections arriving while the accept loop is busy overflows it, and the kernel drops "
-    "the SYNs, so clients stall for 1, 3, 7 s of SYN retransmits (60 simultaneous connects took "
-    "9.2 s; the 1.1 s worst latency under load is one retransmit). Fix: request_queue_size = 128 "
-    "on DaemonServer"))
 def test_a_burst_of_connections_is_queued_not_dropped() -> None:
     from amalfa.daemon import make_server
     from amalfa.embedder import Embedder

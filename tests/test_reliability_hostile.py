@@ -320,11 +320,6 @@ print("ok")
 """
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a huge limit allocates O(limit) memory: fafcas.pyx topk_matrix_batch makes (q, k) output "
-    "arrays with np.full and scan_statement (k,) arrays, so limit=10**9 asks for 12 GB (and "
-    "touches it, on the cached path). Fix: size them min(k, n) (vectors.py can clamp limit to "
-    "the row count)"))
 @pytest.mark.timeout(120)
 def test_a_huge_limit_costs_memory_in_proportion_to_the_rows_not_the_limit() -> None:
     TRIED["scans_huge_limit"] += 2
@@ -396,11 +391,6 @@ def test_odd_blobs_from_another_client_are_skipped_counted_and_kept(foreign_db) 
     assert db.raw.execute("PRAGMA integrity_check") == [("ok",)]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "db.py _node_from_row calls np.frombuffer on whatever the embedding column holds: TEXT, "
-    "INTEGER or REAL written by another client raise a bare TypeError ('a bytes-like object is "
-    "required') from get_node/get_nodes. Fix: raise DatabaseError naming the node when the value "
-    "is not bytes"))
 def test_a_non_blob_embedding_from_another_client_reads_as_a_clear_error(foreign_db) -> None:
     path, db, _ = foreign_db
     _spoil_embeddings(path)
@@ -410,11 +400,6 @@ def test_a_non_blob_embedding_from_another_client_reads_as_a_clear_error(foreign
             db.get_node(node_id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the scans check a BLOB's length, not its values: a right-length BLOB of inf from another "
-    "client scores inf and ranks first (NaN rows drop out silently, uncounted). Fix: skip and "
-    "count rows whose score is not finite in fafcas.pyx scan_statement/_scan_rows, and drop "
-    "non-finite rows in VectorEngine.refresh"))
 def test_a_right_length_blob_of_inf_or_nan_is_skipped_and_counted(foreign_db) -> None:
     path, db, vectors = foreign_db
     engine = VectorEngine(db)
@@ -651,10 +636,6 @@ def test_damaged_scratchpad_entries_read_as_missing_and_stay_on_disk(scratchpad)
     assert pad.read_content(good_id) == "a large enough output " * 10
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=(
-    "scratchpad._decode_entry catches JSONDecodeError but not RecursionError: an entry file of "
-    "deeply nested JSON ('[' * 100000) raises RecursionError from read/list/stats instead of "
-    "reading as damaged. Fix: also catch RecursionError there"))
 def test_a_deeply_nested_scratchpad_entry_reads_as_damaged(scratchpad) -> None:
     pad, _ = scratchpad
     pad.folder.mkdir(parents=True, exist_ok=True)
@@ -781,15 +762,10 @@ def test_a_garbled_run_log_yields_its_good_lines(lines: list[bytes]) -> None:
         shutil.rmtree(folder)
 
 
-# -- deeply nested JSON: one unhandled RecursionError per reader of JSON ---------------------------
-
-_DEEP_REASON = ("json.loads raises RecursionError (not a JSONDecodeError/ValueError) on JSON "
-                "nested deeper than the recursion limit, and {where} catches only the latter. "
-                "Fix: catch RecursionError too ({fix})")
+# -- deeply nested JSON: json.loads raises RecursionError (not a JSONDecodeError/ValueError) on JSON
+# nested deeper than the recursion limit; every reader of JSON treats it as malformed JSON ----------
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="settings.load_settings", fix="and raise SettingsError naming the file"))
 def test_deeply_nested_settings_give_a_settings_error(tmp_path: Path) -> None:
     TRIED["deep_json"] += 1
     path = tmp_path / "amalfa.settings.json"
@@ -798,8 +774,6 @@ def test_deeply_nested_settings_give_a_settings_error(tmp_path: Path) -> None:
         load_settings(path)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="stats._History.parse", fix="and treat the file as corrupt: move it aside"))
 def test_a_deeply_nested_stats_history_is_moved_aside(tmp_path: Path) -> None:
     TRIED["deep_json"] += 1
     path = tmp_path / "stats-history.json"
@@ -810,8 +784,6 @@ def test_a_deeply_nested_stats_history_is_moved_aside(tmp_path: Path) -> None:
     assert any("corrupt" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="stats.StatsLogger.runs", fix="and skip the line with a warning"))
 def test_a_deeply_nested_run_log_line_is_skipped(tmp_path: Path) -> None:
     TRIED["deep_json"] += 1
     path = tmp_path / "runs.jsonl"
@@ -821,9 +793,6 @@ def test_a_deeply_nested_run_log_line_is_skipped(tmp_path: Path) -> None:
         assert [run["operation"] for run in StatsLogger(path=path).runs()] == ["a"]
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="db._load_json (get_node/get_nodes) and vectors._parse_meta (search hydration)",
-    fix="DatabaseError naming the node in db.py; {} in vectors.py"))
 def test_deeply_nested_meta_from_another_client_reads_as_a_clear_error(foreign_db) -> None:
     path, db, vectors = foreign_db
     _foreign(path, [["UPDATE nodes SET meta = ? WHERE id = 'good-4'", [DEEP_JSON]]])
@@ -835,8 +804,6 @@ def test_deeply_nested_meta_from_another_client_reads_as_a_clear_error(foreign_d
 
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="stats._parse_baseline", fix="and raise BaselineError naming the file"))
 def test_a_deeply_nested_baseline_gives_a_baseline_error(tmp_path: Path) -> None:
     from amalfa.stats import BaselineError, IngestionStats
 
@@ -847,8 +814,6 @@ def test_a_deeply_nested_baseline_gives_a_baseline_error(tmp_path: Path) -> None
         IngestionStats(settings=Settings(root=tmp_path)).load_baseline(path)
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason=_DEEP_REASON.format(
-    where="daemon._read_pid_file", fix="and treat the pid file as unreadable (None)"))
 def test_a_deeply_nested_daemon_pid_file_reads_as_no_daemon(tmp_path: Path) -> None:
     from amalfa import daemon
 

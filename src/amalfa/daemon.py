@@ -287,6 +287,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise _RequestError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {exc}") from None
+        except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
+            raise _RequestError(HTTPStatus.BAD_REQUEST,
+                                "malformed JSON: nested too deeply") from None
         if not isinstance(body, dict):
             raise _RequestError(HTTPStatus.BAD_REQUEST,
                                 f"the body must be a JSON object, not {_json_type(body)}")
@@ -320,6 +323,9 @@ class DaemonServer(ThreadingHTTPServer):
 
     daemon_threads = True  # a stalled connection never blocks shutdown
     allow_reuse_address = True  # restart at once on the port a stopped daemon left
+    # listen backlog: socketserver's default of 5 overflows under a burst of connects while the
+    # accept loop is busy, and the kernel then drops SYNs (clients stall 1, 3, 7 s in retransmits)
+    request_queue_size = 128
 
     def __init__(self, port: int, service: VectorService, *,
                  request_timeout: float = REQUEST_TIMEOUT_S) -> None:
@@ -403,8 +409,8 @@ def _read_pid_file(pid_file: Path) -> dict[str, Any] | None:
         record = json.loads(pid_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # RecursionError: json's answer to too deep nesting
     if not (isinstance(record, dict) and isinstance(record.get("pid"), int)
             and isinstance(record.get("port"), int)):
         return None

@@ -501,9 +501,16 @@ def _check_number(value: Any, field_name: str) -> float:
     return number
 
 
+_SQL_TYPE_NAMES = {str: "TEXT", int: "INTEGER", float: "REAL"}
+
+
 def _node_from_row(row: tuple[Any, ...]) -> Node:
     node_id, kind, title, domain, layer, summary, blob, digest, meta, date = row
     if blob is not None:
+        if not isinstance(blob, bytes):  # another client stored TEXT, INTEGER or REAL there
+            raise DatabaseError(f"node {node_id!r}: its embedding is stored as "
+                                f"{_SQL_TYPE_NAMES.get(type(blob), type(blob).__name__)}, "
+                                "not a BLOB of float32 values")
         try:
             blob = np.frombuffer(blob, _F32)
         except ValueError:
@@ -519,6 +526,9 @@ def _load_json(text: Any, node_id: str, field_name: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise DatabaseError(f"node {node_id!r}: stored {field_name} is not valid JSON: "
                             f"{exc}") from None
+    except RecursionError:  # json raises it, not a ValueError, for too deep nesting
+        raise DatabaseError(f"node {node_id!r}: stored {field_name} is not valid JSON: "
+                            "nested too deeply") from None
 
 
 def _bulk_params(chunk: list[Node], dimensions: int | None

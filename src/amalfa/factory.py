@@ -93,6 +93,9 @@ class DatabaseFactory:
             _switch_to_wal(conn)
         for name, value in _CANONICAL_PRAGMAS:
             conn.execute(f"PRAGMA {name} = {value}")
+        # same timeout, fairer waiting: SQLite's own handler backs off to 100 ms polls, so a
+        # writer that has waited longest can lose the lock to newcomers again and again
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
 
     @staticmethod
     def read_pragmas(conn: Connection) -> dict[str, object]:

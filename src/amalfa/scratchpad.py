@@ -373,6 +373,8 @@ def _decode_entry(entry_id: str, raw: bytes) -> ScratchpadEntry:
         raise _DamagedEntry("not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise _DamagedEntry(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
+        raise _DamagedEntry("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise _DamagedEntry("not a JSON object")
     expected_types = {

@@ -383,6 +383,8 @@ def load_settings(path: str | Path | None = None, *, root: str | Path | None = N
         raise SettingsError(
             f"{settings_file}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from exc
+    except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
+        raise SettingsError(f"{settings_file}: invalid JSON: nested too deeply") from None
 
     try:
         settings, unknown = _parse(raw, root=project_root, settings_file=settings_file)

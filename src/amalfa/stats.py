@@ -217,6 +217,8 @@ class _History:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise _CorruptHistory(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
+            raise _CorruptHistory("invalid JSON: nested too deeply") from None
         if not isinstance(data, dict) or not isinstance(data.get("snapshots"), list):
             raise _CorruptHistory("expected an object with a 'snapshots' list")
         snapshots = []
@@ -531,8 +533,8 @@ class StatsLogger:
                 continue
             try:
                 record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                record = None  # RecursionError: json's answer to too deep nesting
             if not isinstance(record, dict):
                 warnings.warn(
                     f"{self._path}: line {number} is not a JSON object (a torn write?); skipped",
@@ -895,6 +897,8 @@ def _parse_baseline(path: Path, text: str) -> _Baseline:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise fail(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
+        raise fail("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise fail("expected a JSON object")
 

@@ -261,6 +261,6 @@ def _parse_meta(text: str | None) -> dict[str, Any]:
         return {}
     try:
         meta = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: json's answer to too deep nesting
         return {}
     return meta if isinstance(meta, dict) else {}

@@ -22,6 +22,9 @@ from amalfa._core.sqlite3 cimport *
 # there, in Python, so that it reads in one place.
 from amalfa import errors as _errors
 
+cdef extern from "amalfa_sqlite.h" nogil:
+    int amalfa_fair_busy_timeout(sqlite3 *db, int milliseconds)
+
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
     bint PyIndex_Check(object o)
@@ -265,8 +268,13 @@ cdef class Connection:
         return self._cache_size
 
     def set_busy_timeout(self, int milliseconds):
+        """Wait up to ``milliseconds`` for a lock, polling every 1-3 ms with jitter.
+
+        Unlike ``PRAGMA busy_timeout`` (SQLite's handler, which backs off to 100 ms polls), a
+        long waiter is not starved by writers that keep arriving. The pragma reads back the value.
+        """
         self._check_open()
-        cdef int rc = sqlite3_busy_timeout(self.db, milliseconds)
+        cdef int rc = amalfa_fair_busy_timeout(self.db, milliseconds)
         if rc != SQLITE_OK:
             self._raise_for(rc)
 

@@ -8,9 +8,9 @@ their inputs' dtype, contiguity and shape, and never raise from inside a kernel.
 
 from cython.parallel cimport prange, parallel
 from libc.stdint cimport int64_t, uintptr_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, isfinite
 
 from amalfa._core.connection cimport Statement, row_step, row_int64, row_blob, row_bytes, row_type
 from amalfa._core.sqlite3 cimport sqlite3_stmt, SQLITE_ROW, SQLITE_DONE, SQLITE_BLOB
@@ -33,6 +33,9 @@ cdef extern from "kernels.h" nogil:
     void amalfa_scan_rows_multi(const float *matrix, Py_ssize_t d, Py_ssize_t begin,
                                 Py_ssize_t end, const float *queries, Py_ssize_t q,
                                 float threshold, amalfa_heap *heaps)
+
+# The SQLite scan's heap starts at this many entries and grows to k only as rows arrive.
+cdef Py_ssize_t INITIAL_SCAN_CAPACITY = 1024
 
 # Below this many floats (256 MB) a matrix is scanned on one thread: measured on 2-core machines,
 # one core already saturates memory bandwidth at 100k x 384, and waking a pool costs more than it
@@ -81,6 +84,14 @@ cdef int _threads_for(Py_ssize_t floats, int requested):
                       else (os.cpu_count() or 1), 16))
 
 
+cdef inline bint _row_is_finite(const float *row, Py_ssize_t d) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float acc = 0
+    for i in range(d):
+        acc += row[i] * 0.0  # NaN or inf anywhere makes the sum NaN
+    return acc == 0
+
+
 cdef inline void _heap_init(amalfa_heap *h, float *scores, int64_t *ids, Py_ssize_t k) noexcept nogil:
     h.scores = scores
     h.ids = ids
@@ -106,8 +117,9 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
                       float threshold=-INFINITY, int n_threads=0):
     """Top-k for q queries at once; each matrix row is read once for all of them.
 
-    Returns (scores (q, k) float32, indices (q, k) int64, counts (q,) int64); row i of the
-    result holds counts[i] hits, best first, padded with -inf / -1.
+    Returns (scores (q, m) float32, indices (q, m) int64, counts (q,) int64) with m = min(k, n);
+    row i of the result holds counts[i] hits, best first, padded with -inf / -1. Rows scoring
+    NaN or inf never rank.
     """
     cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], q = queries.shape[0]
     cdef Py_ssize_t cap = min(k, n), t, j, i, chunk, begin, end
@@ -116,8 +128,9 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
     cdef float *heap_scores
     cdef int64_t *heap_ids
     cdef amalfa_heap merged
-    out_scores = np.full((q, k), -np.inf, dtype=np.float32)
-    out_ids = np.full((q, k), -1, dtype=np.int64)
+    # sized by the rows there are, not by k: a huge limit asks for nothing it cannot fill
+    out_scores = np.full((q, max(cap, 0)), -np.inf, dtype=np.float32)
+    out_ids = np.full((q, max(cap, 0)), -1, dtype=np.int64)
     counts = np.zeros(q, dtype=np.int64)
     cdef float[:, ::1] os_ = out_scores
     cdef int64_t[:, ::1] oi = out_ids
@@ -189,31 +202,38 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     """Step a bound statement to the end, scoring each row's BLOB against ``query``.
 
     The scan reads ``sqlite3_column_blob``'s pointer directly (no Python object per row) with the
-    GIL released throughout. Rows whose BLOB is not exactly 4*d bytes, or not a BLOB at all, are
-    skipped and counted. The statement is reset afterwards.
+    GIL released throughout. Rows whose BLOB is not exactly 4*d bytes, or not a BLOB at all, or
+    whose score is not finite (NaN/inf written by another client), are skipped and counted. The
+    statement is reset afterwards.
 
     Returns (scores float32, ids int64 from ``id_column``, skipped count), best first.
     """
-    cdef Py_ssize_t d = query.shape[0], skipped = 0, nbytes = d * 4, cap = max(k, 0)
+    cdef Py_ssize_t d = query.shape[0], skipped = 0, nbytes = d * 4
+    cdef Py_ssize_t limit = max(k, 0), cap = min(limit, INITIAL_SCAN_CAPACITY)
     cdef sqlite3_stmt *stmt
     cdef const void *blob
     cdef const float *vec
     cdef float *aligned
+    cdef float *grown_scores
+    cdef int64_t *grown_ids
     cdef float s
     cdef int rc = SQLITE_DONE
+    cdef bint out_of_memory = False
     cdef amalfa_heap heap
-    scores = np.empty(cap, dtype=np.float32)
-    ids = np.empty(cap, dtype=np.int64)
-    cdef float[::1] sv = scores
-    cdef int64_t[::1] iv = ids
+    cdef float[::1] sv
+    cdef int64_t[::1] iv
     statement.reset()  # checks the statement is usable; bindings are kept
     stmt = statement.stmt
-    if cap == 0:
-        return scores, ids, 0
+    if limit == 0:
+        return np.empty(0, np.float32), np.empty(0, np.int64), 0
     aligned = <float *>malloc(nbytes if nbytes > 0 else 4)
-    if aligned == NULL:
+    # the heap starts small and doubles up to k as rows arrive: a huge limit costs only the
+    # rows there are
+    _heap_init(&heap, <float *>malloc(cap * sizeof(float)),
+               <int64_t *>malloc(cap * sizeof(int64_t)), cap)
+    if aligned == NULL or heap.scores == NULL or heap.ids == NULL:
+        free(aligned); free(heap.scores); free(heap.ids)
         raise MemoryError()
-    _heap_init(&heap, &sv[0], &iv[0], cap)
     statement._in_use = True
     try:
         with nogil:
@@ -232,19 +252,46 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
                 else:
                     vec = <const float *>blob
                 s = amalfa_dot_f32(vec, &query[0], d)
+                if not isfinite(s):
+                    skipped += 1
+                    continue
                 if s > threshold:
+                    if heap.size == heap.capacity and heap.capacity < limit:
+                        cap = min(limit, heap.capacity * 2)
+                        grown_scores = <float *>realloc(heap.scores, cap * sizeof(float))
+                        if grown_scores != NULL:
+                            heap.scores = grown_scores
+                        grown_ids = <int64_t *>realloc(heap.ids, cap * sizeof(int64_t))
+                        if grown_ids != NULL:
+                            heap.ids = grown_ids
+                        if grown_scores == NULL or grown_ids == NULL:
+                            out_of_memory = True
+                            break
+                        heap.capacity = cap
                     amalfa_heap_push(&heap, s, row_int64(stmt, id_column))
             amalfa_heap_sort(&heap)
+        scores = np.empty(heap.size, dtype=np.float32)
+        ids = np.empty(heap.size, dtype=np.int64)
+        if heap.size:
+            sv = scores
+            iv = ids
+            memcpy(&sv[0], heap.scores, heap.size * sizeof(float))
+            memcpy(&iv[0], heap.ids, heap.size * sizeof(int64_t))
     finally:
         statement._in_use = False
         free(aligned)
+        free(heap.scores)
+        free(heap.ids)
+    if out_of_memory:
+        statement.reset()
+        raise MemoryError(f"top-{k} heap could not grow past {heap.capacity} entries")
     if rc != SQLITE_DONE:
         try:
             statement.connection._raise_for(rc)
         finally:
             statement.reset()
     statement.reset()
-    return scores[:heap.size].copy(), ids[:heap.size].copy(), skipped
+    return scores, ids, skipped
 
 
 def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
@@ -252,7 +299,7 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
     """Copy each row's BLOB into the next row of ``out`` (and its id into ``ids``).
 
     Stops when ``out`` is full or the statement is done; rows whose BLOB is not exactly
-    4*d bytes are skipped and counted. Returns (rows filled, rows skipped, more rows pending).
+    4*d bytes, or holds NaN/inf, are skipped and counted. Returns (rows filled, rows skipped, more rows pending).
     The GIL is released for the whole pass.
     """
     cdef Py_ssize_t d = out.shape[1], capacity = out.shape[0], filled = 0, skipped = 0
@@ -276,6 +323,9 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
                     pending = True
                     break
                 memcpy(&out[filled, 0], row_blob(stmt, blob_column), nbytes)
+                if not _row_is_finite(&out[filled, 0], d):
+                    skipped += 1  # NaN/inf written by another client: never ranks
+                    continue
                 ids[filled] = row_int64(stmt, id_column)
                 filled += 1
     finally:

@@ -191,7 +191,7 @@ static void amalfa_scan_rows(const float *restrict matrix, ptrdiff_t d, ptrdiff_
 {
     for (ptrdiff_t r = begin; r < end; r++) {
         float s = amalfa_dot_f32_inline(matrix + r * d, query, d);
-        if (s > threshold) {
+        if (s > threshold && s < INFINITY) { /* NaN fails both */
             amalfa_heap_push(h, s, (int64_t)r);
         }
     }
@@ -208,7 +208,7 @@ static void amalfa_scan_rows_multi(const float *restrict matrix, ptrdiff_t d, pt
         const float *row = matrix + r * d;
         for (ptrdiff_t j = 0; j < q; j++) {
             float s = amalfa_dot_f32_inline(row, queries + j * d, d);
-            if (s > threshold) {
+            if (s > threshold && s < INFINITY) { /* NaN fails both */
                 amalfa_heap_push(&heaps[j], s, (int64_t)r);
             }
         }

@@ -373,5 +373,15 @@ def _backup(conn: Connection, db_path: Path, folder: Path, version: int) -> Path
     while target.exists():
         target = folder / f"{stem}-{counter}.db"
         counter += 1
-    conn.backup_to(str(target))
+    # Copy under a temporary name and rename only once the copy is complete: a process killed
+    # mid-copy must never leave an unusable file under a name that says "backup". The prefix
+    # keeps the partial file out of globs for "<stem>.v<N>.*.db".
+    partial = folder / f"partial-{target.name}"
+    try:
+        conn.backup_to(str(partial))
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        Path(f"{partial}-journal").unlink(missing_ok=True)
+        raise
     return target
