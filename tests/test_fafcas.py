@@ -284,3 +284,43 @@ def test_scan_of_a_closed_connection_is_an_error(tmp_path):
     conn.close()
     with pytest.raises(errors.ConnectionClosedError):
         kernels.scan_statement(stmt, np.ones(4, dtype=np.float32), 3)
+
+
+def test_non_finite_rows_are_skipped_and_counted(vector_table):
+    conn, m = vector_table
+    inf_row = np.full(32, np.inf, dtype=np.float32)
+    nan_row = np.full(32, np.nan, dtype=np.float32)
+    conn.execute("UPDATE nodes SET embedding = ? WHERE id = 'n7'", (inf_row,))
+    conn.execute("UPDATE nodes SET embedding = ? WHERE id = 'n8'", (nan_row,))
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes ORDER BY rowid")
+    scores, rowids, skipped = kernels.scan_statement(stmt, m[0], 500)
+    assert skipped == 2 and not {8, 9} & set(rowids.tolist())
+    assert np.isfinite(scores).all()
+    out = np.empty((500, 32), dtype=np.float32)
+    ids = np.empty(500, dtype=np.int64)
+    filled, skipped, _ = kernels.load_matrix(stmt, out, ids)
+    assert (filled, skipped) == (498, 2) and np.isfinite(out[:filled]).all()
+
+
+def test_a_huge_limit_allocates_only_what_the_rows_need(vector_table):
+    conn, m = vector_table
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes")
+    scores, rowids, _ = kernels.scan_statement(stmt, m[0], 10**12)
+    assert len(rowids) == 500  # the heap grew from 1024 slots to fit, no 12 TB request
+    s2, i2, counts = kernels.topk_matrix_batch(m, m[:2], 10**12)
+    assert s2.shape == (2, 500) and counts.tolist() == [500, 500]
+
+
+def test_scan_heap_grows_past_its_first_capacity(tmp_path):
+    conn = Connection(tmp_path / "grow.db")
+    conn.executescript("CREATE TABLE nodes (embedding BLOB)")
+    m = unit_rows(3000, 8)
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO nodes VALUES (?)", [(row,) for row in m])
+    conn.execute("COMMIT")
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes")
+    scores, rowids, skipped = kernels.scan_statement(stmt, m[5], 2500)
+    ref_scores, ref_index = reference_topk(m, m[5], 2500)
+    assert len(rowids) == 2500 and skipped == 0
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    conn.close()
