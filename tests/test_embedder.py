@@ -28,6 +28,7 @@ from amalfa.embedder import (
     EMBEDDED_TOKENIZER_SHA256,
     REGISTRY,
     Embedder,
+    bundled_tokenizer_path,
     embedded_model_files,
     embedded_package_paths,
     find_spec,
@@ -63,10 +64,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 
 
 @pytest.fixture(scope="module")
-def embedded_paths() -> tuple[Path, Path]:
-    onnx_path, zip_path = embedded_package_paths()
-    assert onnx_path is not None and zip_path is not None, "pip install 'amalfa[model]'"
-    return onnx_path, zip_path
+def embedded_paths(minilm_model_zip: Path) -> tuple[Path, Path]:
+    onnx_path = embedded_package_paths()[0]
+    assert onnx_path is not None, "pip install 'amalfa[model]'"
+    return onnx_path, minilm_model_zip
 
 
 @pytest.fixture(scope="module")
@@ -384,8 +385,10 @@ def test_hub_cache_beats_embedded(hub_cache, embedded_paths, tokenizer_bytes, lo
 def test_embedded_default_when_nothing_else_applies() -> None:
     files = resolve_model()
     assert files.source == "embedded" and files.spec.name == DEFAULT_MODEL
-    assert files.tokenizer_archive == embedded_package_paths()[1]
-    assert files.checks == ((files.onnx_path, EMBEDDED_ONNX_SHA256),)
+    # the tokenizer ships inside amalfa's wheel and is hash-checked like the weights
+    assert files.tokenizer_path == bundled_tokenizer_path() is not None
+    assert files.checks == ((files.onnx_path, EMBEDDED_ONNX_SHA256),
+                            (files.tokenizer_path, EMBEDDED_TOKENIZER_SHA256))
 
 
 def test_explicit_name_skips_the_model_path_variable(monkeypatch, model_folder) -> None:

@@ -273,12 +273,6 @@ def test_a_lock_held_past_the_busy_timeout_raises_busy_error_instead_of_hanging(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "checkpoint starvation: with readers in back-to-back read transactions there is never a "
-    "moment when the WAL can restart, SQLite's automatic (PASSIVE) checkpoints cannot reset it, "
-    "and nothing in amalfa bounds it: it grows by ~40 KB per small transaction (1.3-1.6 GB in "
-    "8-22 s here, for 46 MB of data). Fix: after a commit, when the -wal file exceeds ~64 MB, "
-    "run wal_checkpoint(RESTART) under a short busy timeout (~100 ms), ignoring BusyError"))
 def test_the_wal_stays_bounded_under_continuous_readers(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     _new_database(path, 1)

@@ -21,6 +21,12 @@ Why things are the way they are:
   timeout cannot retry. Nested :meth:`ResonanceDB.transaction` blocks become SAVEPOINTs.
 - **Upserts keep the row** (``ON CONFLICT DO UPDATE``) rather than ``INSERT OR REPLACE``, which
   would delete it, fire delete triggers and change its rowid under the vector cache.
+- **The WAL is bounded after each commit.** SQLite's automatic checkpoints are PASSIVE: with
+  readers in back-to-back read transactions the log never gets a moment to restart and grows
+  without limit (~40 KB per small transaction). So after every commit this class performs, when
+  the ``-wal`` file is over :data:`WAL_LIMIT_BYTES`, it checkpoints and resets the log, waiting
+  at most :data:`WAL_CHECKPOINT_TIMEOUT_MS` for readers (and trying again after the next commit
+  when they do not leave in time).
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ import numpy.typing as npt
 
 from amalfa import migrations
 from amalfa._core.connection import Connection
-from amalfa.errors import BusyError, CantOpenError, DatabaseError, MisuseError
-from amalfa.factory import DatabaseFactory
+from amalfa.errors import BusyError, CantOpenError, DatabaseError, LockedError, MisuseError
+from amalfa.factory import BUSY_TIMEOUT_MS, DatabaseFactory
 from amalfa.fafcas import to_fafcas
 
 __all__ = [
@@ -67,6 +73,10 @@ DEFAULT_EDGE_TYPE = "related_to"
 # How many nodes insert_nodes validates and normalises at a time: big enough that numpy's
 # per-call overhead vanishes, small enough that the stacked embeddings stay in cache.
 BULK_CHUNK = 512
+# a -wal file larger than this is checkpointed and reset after the next commit
+WAL_LIMIT_BYTES = 64 * 2**20
+# how long that checkpoint waits for readers to leave the log (short: a commit is waiting)
+WAL_CHECKPOINT_TIMEOUT_MS = 100
 
 _F32 = np.dtype(np.float32)
 _NUMERIC_KINDS = frozenset("biuf")
@@ -610,6 +620,9 @@ class ResonanceDB:
         self._savepoints = 0
         self._history = False
         self._conn = _connect(target, create=create and not in_memory, readonly=readonly)
+        # absolute (a later chdir does not move it); None: nothing to bound
+        self._wal_file = (None if in_memory or readonly
+                          else f"{self._conn.filename}-wal")
         try:
             where = "in memory" if in_memory else f"at {target}"
             if readonly:
@@ -728,6 +741,7 @@ class ResonanceDB:
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
+        self._bound_wal()
 
     def rollback(self) -> None:
         self._conn.execute("ROLLBACK")
@@ -758,6 +772,7 @@ class ResonanceDB:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._bound_wal()
             return
         self._savepoints += 1
         name = f"amalfa_sp{self._savepoints}"
@@ -773,6 +788,35 @@ class ResonanceDB:
             self._savepoints -= 1
         conn.execute(f"RELEASE {name}")
 
+    def _after_write(self) -> None:
+        """After a single-statement write: outside a transaction it committed on its own."""
+        if not self._conn.in_transaction:
+            self._bound_wal()
+
+    def _bound_wal(self) -> None:
+        """Checkpoint and reset the WAL when its file is over WAL_LIMIT_BYTES (see the module
+        notes). One stat per commit when it is not.
+
+        TRUNCATE, not RESTART: both reset the log once every reader has left it, but RESTART
+        keeps the file at its size, so it would stay over the limit and every later commit would
+        checkpoint again.
+        """
+        if self._wal_file is None:
+            return
+        try:
+            if os.stat(self._wal_file).st_size <= WAL_LIMIT_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        conn = self._conn
+        conn.set_busy_timeout(WAL_CHECKPOINT_TIMEOUT_MS)
+        try:
+            conn.checkpoint("TRUNCATE")
+        except (BusyError, LockedError):
+            pass  # readers (or another checkpointer) still in the log: the next commit retries
+        finally:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+
     # -- nodes: writing -------------------------------------------------------------------------
 
     def insert_node(self, node: Node) -> None:
@@ -785,10 +829,12 @@ class ResonanceDB:
         value = node.embedding
         if value is None:
             self._conn.prepare(_UPSERT_NODE).run(head + (None,))
+            self._after_write()
             return
         vector = to_fafcas(_embedding_array(value, head[0], self._dimensions))
         if self._dimensions_recorded:
             self._conn.prepare(_UPSERT_NODE).run(head + (vector,))
+            self._after_write()
             return
         with self.transaction():
             self._record_dimensions_in_transaction(vector.shape[0], head[0])
@@ -826,13 +872,17 @@ class ResonanceDB:
         if meta is None:
             meta = {}
         stored = _dump_meta(meta, node_id)
-        return self._conn.prepare(_UPDATE_META).run((stored, node_id)) > 0
+        changed = self._conn.prepare(_UPDATE_META).run((stored, node_id)) > 0
+        self._after_write()
+        return changed
 
     def update_node_date(self, node_id: str, date: str | _dt.date | None) -> bool:
         """Set a node's date (a str, a datetime.date stored as ISO 8601, or None)."""
         if type(node_id) is not str or not node_id:
             _bad_id(node_id)
-        return self._conn.prepare(_UPDATE_DATE).run((_date_text(date, node_id), node_id)) > 0
+        changed = self._conn.prepare(_UPDATE_DATE).run((_date_text(date, node_id), node_id)) > 0
+        self._after_write()
+        return changed
 
     def delete_node(self, node_id: str) -> bool:
         """Delete a node and every edge from or to it; returns False when there was no node."""
@@ -913,7 +963,9 @@ class ResonanceDB:
     def insert_edge(self, source: str, target: str, type: str = DEFAULT_EDGE_TYPE) -> bool:
         """Add an edge unless the same (source, target, type) exists; True when added."""
         _check_edge_key(source, target, type)
-        return self._conn.prepare(_INSERT_EDGE).run((source, target, type)) > 0
+        added = self._conn.prepare(_INSERT_EDGE).run((source, target, type)) > 0
+        self._after_write()
+        return added
 
     def insert_semantic_edge(self, source: str, target: str, type: str,
                              confidence: float = 1.0, veracity: float = 1.0,
@@ -927,6 +979,7 @@ class ResonanceDB:
                             f"not {context_source.__class__.__name__}")
         self._conn.prepare(_UPSERT_SEMANTIC_EDGE).run(
             (source, target, type, confidence, veracity, context_source))
+        self._after_write()
 
     def get_edges(self, node_id: str, *, direction: str = "outgoing") -> list[Edge]:
         """Edges of a node: ``"outgoing"`` (the default, as the original), ``"incoming"`` or
