@@ -485,3 +485,12 @@ def test_clear_removes_every_entry_and_nothing_else(pad: Scratchpad) -> None:
     assert pad.list() == []
     assert [p.name for p in pad.folder.iterdir()] == ["keep.txt"]
     assert pad.clear() == 0
+
+
+def test_deeply_nested_json_content_is_cached_as_text(tmp_path):
+    pad = Scratchpad(folder=tmp_path / "pad")
+    content = "[" * 100_000
+    reference = pad.maybe_cache("tool", content)
+    assert reference != content
+    (entry,) = pad.list()
+    assert pad.read_content(entry.id) == content

@@ -49,7 +49,13 @@ import numpy.typing as npt
 
 from amalfa import migrations
 from amalfa._core.connection import Connection
-from amalfa.errors import BusyError, CantOpenError, DatabaseError, LockedError, MisuseError
+from amalfa.errors import (
+    BusyError,
+    CantOpenError,
+    DatabaseError,
+    LockedError,
+    MisuseError,
+)
 from amalfa.factory import BUSY_TIMEOUT_MS, DatabaseFactory
 from amalfa.fafcas import to_fafcas
 

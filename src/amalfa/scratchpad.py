@@ -120,7 +120,7 @@ def detect_content_type(content: str) -> ContentType:
     if stripped[:1] in ("{", "["):
         try:
             json.loads(stripped)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # too deep to be worth a JSON preview
             pass
         else:
             return "json"
