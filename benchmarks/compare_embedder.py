@@ -49,6 +49,7 @@ from amalfa.embedder import (
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SETTLE_S = 0.5  # pause between peers' turns
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",
                    "special_tokens_map.json")
 
@@ -283,20 +284,22 @@ def main(argv: list[str] | None = None) -> int:
         parity[name] = float(np.min(np.sum(vectors * reference, axis=1)))
         embed(short)
 
-    # Peers take turns round by round, so slow phases of a shared machine hit all of them. Each
-    # turn starts with an untimed call: the previous peer's idle threads (onnxruntime spins a
-    # while after each run, torch keeps its pool) must settle before the clock starts.
+    # Peers take turns round by round (in a rotating order), so slow phases of a shared machine
+    # hit all of them. Each turn starts after a pause and an untimed call: the previous peer's
+    # idle threads (onnxruntime and OpenMP spin-wait after work) must go to sleep first, or they
+    # take the cores from whoever runs next.
+    names = list(peers)
     samples: dict[str, dict[str, list[float]]] = {n: {"ref": [], "short": []} for n in peers}
-    for _ in range(args.rounds):
-        for name, embed in peers.items():
+    single: dict[str, list[float]] = {name: [] for name in peers}
+    per_turn = max(1, args.latency_runs // args.rounds)
+    sentence = short[0]
+    for round_no in range(args.rounds):
+        for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+            embed = peers[name]
+            time.sleep(SETTLE_S)
             embed(short[:16])
             samples[name]["ref"].append(texts_per_second(embed, texts))
             samples[name]["short"].append(texts_per_second(embed, short))
-    sentence = short[0]
-    single: dict[str, list[float]] = {name: [] for name in peers}
-    per_turn = max(1, args.latency_runs // args.rounds)
-    for _ in range(args.rounds):
-        for name, embed in peers.items():
             latencies_ms(lambda e=embed: e([sentence]), 5)
             single[name] += latencies_ms(lambda e=embed: e([sentence]), per_turn)
 
