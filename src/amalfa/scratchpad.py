@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from amalfa._atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text
 from amalfa.settings import ScratchpadSettings, Settings, load_settings
 
 __all__ = [
@@ -52,8 +52,8 @@ ContentType = Literal["json", "markdown", "text"]
 _ID_PATTERN = re.compile(r"[0-9a-f]{12}")
 _ENTRY_SUFFIX = ".json"
 # Temporary files start with a dot and end in .tmp, so they never look like entries.
-_TEMP_PREFIX = "."
-_TEMP_SUFFIX = ".tmp"
+_TEMP_PREFIX = TEMP_PREFIX
+_TEMP_SUFFIX = TEMP_SUFFIX
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}\s", re.MULTILINE)
 
 
@@ -347,19 +347,7 @@ class Scratchpad:
             return None
 
     def _write(self, path: Path, text: str) -> None:
-        self._folder.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f"{_TEMP_PREFIX}{path.stem}.", suffix=_TEMP_SUFFIX, dir=self._folder
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
 
 
 class _DamagedEntry(Exception):

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,7 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from amalfa.errors import AmalfaError, BaselineError
+from amalfa._atomic import atomic_write_text as _atomic_write_text
+from amalfa.errors import BaselineError
 from amalfa.settings import Settings, load_settings
 
 __all__ = [
@@ -64,21 +64,6 @@ def _utc_now() -> str:
 
 def _settings_or_load(settings: Settings | None) -> Settings:
     return settings if settings is not None else load_settings()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
