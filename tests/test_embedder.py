@@ -594,3 +594,21 @@ def test_reachable_daemon_serves_the_embedder(monkeypatch, local: Embedder, mode
         finally:
             server.shutdown()
             thread.join()
+
+
+def test_daemon_serves_a_folder_model_to_clients_of_that_folder(monkeypatch, model_folder,
+                                                                local: Embedder) -> None:
+    from amalfa.daemon import make_server
+
+    with make_server(port=0, embedder=Embedder(model_folder, use_daemon=False)) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            monkeypatch.setenv("VECTOR_PORT", str(server.port))
+            client = Embedder(model_folder)  # same folder: same model name, dimension not yet known
+            vector = client.embed("served from a folder model")
+            assert not client.is_loaded and vector.shape == (DIMENSIONS,)
+            assert cosines(vector, local.embed("served from a folder model")) > 0.99999
+        finally:
+            server.shutdown()
+            thread.join()

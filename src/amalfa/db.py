@@ -83,6 +83,8 @@ BULK_CHUNK = 512
 WAL_LIMIT_BYTES = 64 * 2**20
 # how long that checkpoint waits for readers to leave the log (short: a commit is waiting)
 WAL_CHECKPOINT_TIMEOUT_MS = 100
+#: after a checkpoint that readers blocked, the WAL may grow this much before the next attempt
+WAL_RETRY_GROWTH_BYTES = 2 * 2**20
 
 _F32 = np.dtype(np.float32)
 _NUMERIC_KINDS = frozenset("biuf")
@@ -629,6 +631,7 @@ class ResonanceDB:
         # absolute (a later chdir does not move it); None: nothing to bound
         self._wal_file = (None if in_memory or readonly
                           else f"{self._conn.filename}-wal")
+        self._wal_retry_at = 0  # WAL size that must be passed before a blocked checkpoint retries
         try:
             where = "in memory" if in_memory else f"at {target}"
             if readonly:
@@ -810,16 +813,21 @@ class ResonanceDB:
         if self._wal_file is None:
             return
         try:
-            if os.stat(self._wal_file).st_size <= WAL_LIMIT_BYTES:
-                return
+            size = os.stat(self._wal_file).st_size
         except FileNotFoundError:
             return
+        if size <= max(WAL_LIMIT_BYTES, self._wal_retry_at):
+            return
         conn = self._conn
+        # A TRUNCATE checkpoint holds the write lock while it waits for readers, so a failed
+        # attempt costs every writer up to WAL_CHECKPOINT_TIMEOUT_MS: after one, wait until the
+        # log has grown by another WAL_RETRY_GROWTH_BYTES before the next.
         conn.set_busy_timeout(WAL_CHECKPOINT_TIMEOUT_MS)
         try:
             conn.checkpoint("TRUNCATE")
+            self._wal_retry_at = 0
         except (BusyError, LockedError):
-            pass  # readers (or another checkpointer) still in the log: the next commit retries
+            self._wal_retry_at = size + WAL_RETRY_GROWTH_BYTES
         finally:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
 

@@ -66,9 +66,9 @@ __all__ = [
     "ModelFiles",
     "ModelSpec",
     "build_session",
+    "bundled_tokenizer_path",
     "daemon_port",
     "default_threads",
-    "bundled_tokenizer_path",
     "embedded_model_files",
     "embedded_package_paths",
     "encode_arrays",
@@ -377,8 +377,9 @@ def folder_model_files(folder: str | Path, *, spec: ModelSpec | None = None,
     folder = Path(folder).expanduser()
     origin = "AMALFA_MODEL_PATH" if source == "env" else "model folder"
     onnx_path, tokenizer_path = locate_model_files(folder, origin=origin)
-    # a folder is named by where it is: nothing in it reliably says which model it holds
-    base = replace(spec or _default_spec_from_env(), name=str(folder.resolve()))
+    # a folder is named by where it is: nothing in it reliably says which model it holds; its
+    # dimension is what its graph (or config) says, checked when it loads
+    base = replace(spec or _default_spec_from_env(), name=str(folder.resolve()), dimensions=0)
     return ModelFiles(spec=_spec_from_configs(folder, base), onnx_path=onnx_path, source=source,
                       tokenizer_path=tokenizer_path)
 
@@ -649,8 +650,11 @@ def daemon_port() -> int | None:
     return None
 
 
-def _ask_daemon(texts: list[str], *, model_name: str, dimensions: int) -> Matrix | None:
-    """The daemon's vectors for ``texts``, or None on any failure (logged at debug level)."""
+def _ask_daemon(texts: list[str], *, model_name: str, dimensions: int | None) -> Matrix | None:
+    """The daemon's vectors for ``texts``, or None on any failure (logged at debug level).
+
+    The daemon must serve ``model_name`` and, when ``dimensions`` is known, vectors of that size.
+    """
     port = daemon_port()
     if port is None:
         return None
@@ -676,7 +680,8 @@ def _ask_daemon(texts: list[str], *, model_name: str, dimensions: int) -> Matrix
     except (ValueError, KeyError, TypeError) as exc:
         log.debug("vector daemon sent an unreadable answer (%s); embedding locally", exc)
         return None
-    if model != model_name or vectors.shape != (len(texts), dimensions):
+    if (model != model_name or vectors.ndim != 2 or vectors.shape[0] != len(texts)
+            or not vectors.shape[1] or (dimensions and vectors.shape[1] != dimensions)):
         log.debug("vector daemon serves %s with shape %s; this embedder needs %s %s; embedding "
                   "locally", model, vectors.shape, model_name, (len(texts), dimensions))
         return None
@@ -794,9 +799,9 @@ class Embedder:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        if (self.use_daemon and self._session is None and self._dimensions
-                and len(texts) <= DAEMON_MAX_TEXTS):
-            remote = _ask_daemon(texts, model_name=self.model_name, dimensions=self._dimensions)
+        if self.use_daemon and self._session is None and len(texts) <= DAEMON_MAX_TEXTS:
+            remote = _ask_daemon(texts, model_name=self.model_name,
+                                 dimensions=self._dimensions or None)
             if remote is not None:
                 return _unit_rows(remote)
         return self._embed_local(texts, batch_size)
