@@ -197,6 +197,30 @@ def scores_matrix(const float[:, ::1] matrix, const float[::1] query):
     return out
 
 
+cdef inline const void *_next_blob(sqlite3_stmt *stmt, int blob_column, Py_ssize_t nbytes,
+                                   int *rc, Py_ssize_t *skipped) noexcept nogil:
+    """Step to the next row whose ``blob_column`` is a BLOB of exactly ``nbytes``; count the rows
+    passed over. NULL at the end of the rows or on an error (``rc`` says which)."""
+    while True:
+        rc[0] = row_step(stmt)
+        if rc[0] != SQLITE_ROW:
+            return NULL
+        if row_type(stmt, blob_column) == SQLITE_BLOB and row_bytes(stmt, blob_column) == nbytes:
+            return row_blob(stmt, blob_column)
+        skipped[0] += 1
+
+
+cdef int _finish_scan(Statement statement, int rc) except -1:
+    """Reset after a scan; raise the statement's error if stepping stopped on one."""
+    if rc != SQLITE_DONE and rc != SQLITE_ROW:
+        try:
+            statement.connection._raise_for(rc)
+        finally:
+            statement.reset()
+    statement.reset()
+    return 0
+
+
 def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
                    float threshold=-INFINITY, int id_column=0, int blob_column=1):
     """Step a bound statement to the end, scoring each row's BLOB against ``query``.
@@ -238,13 +262,9 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     try:
         with nogil:
             while True:
-                rc = row_step(stmt)
-                if rc != SQLITE_ROW:
+                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped)
+                if blob == NULL:
                     break
-                if row_type(stmt, blob_column) != SQLITE_BLOB or row_bytes(stmt, blob_column) != nbytes:
-                    skipped += 1
-                    continue
-                blob = row_blob(stmt, blob_column)
                 if (<uintptr_t>blob) & 3:
                     # SQLite gives no alignment guarantee; float loads need 4-byte alignment
                     memcpy(aligned, blob, nbytes)
@@ -285,12 +305,7 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     if out_of_memory:
         statement.reset()
         raise MemoryError(f"top-{k} heap could not grow past {heap.capacity} entries")
-    if rc != SQLITE_DONE:
-        try:
-            statement.connection._raise_for(rc)
-        finally:
-            statement.reset()
-    statement.reset()
+    _finish_scan(statement, rc)
     return scores, ids, skipped
 
 
@@ -305,6 +320,7 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
     cdef Py_ssize_t d = out.shape[1], capacity = out.shape[0], filled = 0, skipped = 0
     cdef Py_ssize_t nbytes = d * 4
     cdef sqlite3_stmt *stmt
+    cdef const void *blob
     cdef int rc = SQLITE_DONE
     cdef bint pending = False
     statement.reset()
@@ -313,16 +329,13 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
     try:
         with nogil:
             while True:
-                rc = row_step(stmt)
-                if rc != SQLITE_ROW:
+                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped)
+                if blob == NULL:
                     break
-                if row_type(stmt, blob_column) != SQLITE_BLOB or row_bytes(stmt, blob_column) != nbytes:
-                    skipped += 1
-                    continue
                 if filled == capacity:
                     pending = True
                     break
-                memcpy(&out[filled, 0], row_blob(stmt, blob_column), nbytes)
+                memcpy(&out[filled, 0], blob, nbytes)
                 if not _row_is_finite(&out[filled, 0], d):
                     skipped += 1  # NaN/inf written by another client: never ranks
                     continue
@@ -330,10 +343,5 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
                 filled += 1
     finally:
         statement._in_use = False
-    if rc != SQLITE_DONE and rc != SQLITE_ROW:
-        try:
-            statement.connection._raise_for(rc)
-        finally:
-            statement.reset()
-    statement.reset()
+    _finish_scan(statement, rc)
     return filled, skipped, pending
