@@ -27,6 +27,8 @@ import importlib.resources
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -307,13 +309,29 @@ def migrate(conn: Connection, *, db_path: str | os.PathLike[str] | None = None,
     return MigrationReport(before.version, latest, tuple(applied), adopted, backup)
 
 
+@contextmanager
+def _immediate_transaction(conn: Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    IMMEDIATE takes the write lock at once, so two processes migrating one file serialise here
+    and each re-reads the schema state inside its own transaction.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _bootstrap(conn: Connection, migrations: tuple[Migration, ...], where: str) -> bool:
     """Create our bookkeeping; record the steps an original-system database already has.
 
     Returns True when this call adopted the database.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(conn):
         state = inspect_schema(conn)  # again: another process may have got here first
         _check_not_newer(state, len(migrations), where)
         conn.executescript(BOOKKEEPING_SQL)
@@ -325,26 +343,19 @@ def _bootstrap(conn: Connection, migrations: tuple[Migration, ...], where: str) 
             tables = _tables(conn)
             origin = "original (drizzle)" if "__drizzle_migrations" in tables else "original"
             conn.execute(_SET_META, ("adopted_from", f"{origin} at step {state.version}"))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return adopted
 
 
 def _apply(conn: Connection, migration: Migration, latest: int, where: str) -> bool:
     """Apply one migration in its own immediate transaction unless it is applied already."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate_transaction(conn):
         (current,) = conn.execute(_APPLIED_VERSION)[0]
         if current > latest:
             raise SchemaVersionError(
                 f"the database {where} was migrated to schema version {current} by a newer "
                 f"amalfa while this one (schema version {latest}) was opening it")
         if current >= migration.version:
-            conn.execute("ROLLBACK")
-            return False
+            return False  # another process applied it first
         if current != migration.version - 1:
             raise DatabaseError(
                 f"the database {where} is at schema version {current}; cannot apply migration "
@@ -355,11 +366,6 @@ def _apply(conn: Connection, migration: Migration, latest: int, where: str) -> b
             digest, created_at = _DRIZZLE_EQUIVALENTS[migration.version]
             conn.execute("INSERT INTO __drizzle_migrations (hash, created_at) VALUES (?, ?)",
                          (digest, created_at))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return True
 
 
