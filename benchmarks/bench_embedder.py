@@ -20,7 +20,7 @@ import pytest
 from amalfa.daemon import DaemonServer, make_server
 from amalfa.embedder import Embedder
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "minilm"
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ from amalfa.embedder import (
     load_tokenizer,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "minilm"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SETTLE_S = 0.5  # pause between peers' turns
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",

@@ -9,6 +9,7 @@ the ASan runtime preloaded. Any report fails the run (ASan aborts the process on
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,7 +34,35 @@ def _asan_runtime() -> str | None:
     return path if out.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
 
 
-def _build(build_dir: Path) -> None:
+def _cached_sources() -> dict[str, str] | None:
+    """The amalgamation and tokenizer files the regular build cached (vendor/*/.cache), as the
+    environment variables that make CMake use them instead of downloading: this test never
+    reaches the network."""
+    sys.path.insert(0, str(ROOT / "vendor"))
+    try:
+        from fetch import PinError, verify
+    finally:
+        sys.path.pop(0)
+    env: dict[str, str] = {}
+    sqlite_pin = json.loads((ROOT / "vendor" / "sqlite" / "pin.json").read_text())
+    sqlite_dir = ROOT / "vendor" / "sqlite" / ".cache" / sqlite_pin["version"]
+    model_pin = json.loads((ROOT / "vendor" / "model" / "pin.json").read_text())
+    model_dir = ROOT / "vendor" / "model" / ".cache" / "all-MiniLM-L6-v2"
+    try:
+        verify(sqlite_dir, sqlite_pin["sha256"], "SQLite amalgamation")
+    except PinError:
+        return None
+    env["AMALFA_SQLITE_AMALGAMATION"] = str(sqlite_dir)
+    if model_dir.is_dir():
+        try:
+            verify(model_dir, model_pin["sha256"], "MiniLM configs")
+            env["AMALFA_MINILM_CONFIGS"] = str(model_dir)
+        except PinError:
+            pass
+    return env
+
+
+def _build(build_dir: Path, env: dict[str, str]) -> None:
     import cmake  # noqa: F401  - the build requirement that ships the cmake binary
 
     cmake_bin = shutil.which("cmake") or os.path.join(os.path.dirname(cmake.__file__), "data", "bin",
@@ -43,7 +72,7 @@ def _build(build_dir: Path) -> None:
         [cmake_bin, "-S", str(ROOT), "-B", str(build_dir), *generator,
          "-DAMALFA_SANITIZE=ON", "-DSKBUILD_PROJECT_NAME=amalfa", "-DCMAKE_BUILD_TYPE=Debug",
          f"-DPython_EXECUTABLE={sys.executable}"],
-        check=True, capture_output=True, text=True)
+        check=True, capture_output=True, text=True, env={**os.environ, **env})
     subprocess.run([cmake_bin, "--build", str(build_dir), "-j", str(os.cpu_count() or 2)],
                    check=True, capture_output=True, text=True)
 
@@ -53,9 +82,14 @@ def test_native_tests_pass_under_address_sanitizer(tmp_path):
     if runtime is None:
         pytest.skip("no AddressSanitizer runtime (gcc's libasan) on this machine")
     pytest.importorskip("cmake")
+    sources = _cached_sources()
+    if sources is None:
+        pytest.skip("the pinned SQLite amalgamation is not cached in vendor/sqlite/.cache: build "
+                    "amalfa from this checkout once (pip install .), or run "
+                    "python vendor/sqlite/obtain.py, then run this test again")
     build_dir = ROOT / "build" / "asan"
     try:
-        _build(build_dir)
+        _build(build_dir, sources)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"ASan build failed:\n{exc.stdout[-3000:]}\n{exc.stderr[-3000:]}")
 

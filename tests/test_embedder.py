@@ -38,7 +38,7 @@ from amalfa.embedder import (
 )
 from amalfa.errors import ModelError
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "minilm"
+REFERENCE = Path(__file__).resolve().parent / "data" / "minilm"
 DIMENSIONS = 384
 
 

@@ -60,8 +60,11 @@ def test_scan_kernels_are_clean_under_memcheck(tmp_path: Path, tmp_path_factory,
     command = [VALGRIND, "--tool=memcheck", "--error-exitcode=99", "--leak-check=no",
                "--errors-for-leak-kinds=none", "--show-leak-kinds=none", "--num-callers=40",
                "--xml=yes", f"--xml-file={report}",
-               # the real interpreter, not a launcher script valgrind would not follow
-               os.path.realpath(sys.executable),
+               # sys.executable as it is (a venv's python is a symlink whose path tells CPython
+               # where its site-packages are; the resolved binary would leave the venv), and
+               # children traced in case it is a launcher script that execs the interpreter
+               "--trace-children=yes",
+               sys.executable,
                *worker_command("kernels", db=str(tmp_path / "kernels.db"), control=True)[1:]]
     began = time.monotonic()
     result = subprocess.run(command, env=worker_env(PYTHONMALLOC="malloc", OMP_NUM_THREADS="2"),

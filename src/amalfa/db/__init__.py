@@ -1,0 +1,35 @@
+"""The database layer: the only code that writes SQL on the graph's tables.
+
+``ResonanceDB`` (in :mod:`amalfa.db.resonance`) owns ``nodes``, ``edges``, ``history``,
+``amalfa_meta`` and every table later migrations add; the records it reads and writes
+(``Node``, ``Edge`` ...) are re-exported here, so ``from amalfa.db import ResonanceDB, Node``
+is the import users write.
+"""
+
+from __future__ import annotations
+
+from amalfa.db.resonance import (
+    DEFAULT_DOMAIN,
+    DEFAULT_EDGE_TYPE,
+    DEFAULT_LAYER,
+    DatabaseNotFoundError,
+    DatabaseStats,
+    Edge,
+    HistoryEntry,
+    Node,
+    ResonanceDB,
+    generate_id,
+)
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "DEFAULT_EDGE_TYPE",
+    "DEFAULT_LAYER",
+    "DatabaseNotFoundError",
+    "DatabaseStats",
+    "Edge",
+    "HistoryEntry",
+    "Node",
+    "ResonanceDB",
+    "generate_id",
+]
