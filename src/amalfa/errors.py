@@ -178,3 +178,44 @@ def exception_for(extended_result: int, message: str) -> DatabaseError:
     result = extended_result & 0xFF
     cls = _BY_RESULT.get(result, DatabaseError)
     return cls(message, result, extended_result)
+
+
+# -- the graph, reading sources, live sync (issue 14; amalfa.db.graph, amalfa.reader, watch) --
+
+
+class NodeNotFoundError(AmalfaError, LookupError):
+    """No node has this id (or these ids); ``node_ids`` lists every one that is missing."""
+
+    def __init__(self, node_ids: list[str] | str) -> None:
+        ids = [node_ids] if isinstance(node_ids, str) else list(node_ids)
+        shown = ", ".join(repr(node_id) for node_id in ids[:5])
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        noun = "node" if len(ids) == 1 else "nodes"
+        super().__init__(f"no {noun} with id {shown}{more} in the graph")
+        self.node_ids = ids
+
+    def __str__(self) -> str:  # LookupError would quote the message like a KeyError
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.node_ids,))
+
+
+class SourceReadError(AmalfaError):
+    """A node's source file cannot be read as ingested: it is gone, changed since ingest, outside
+    the configured sources, or the node has no source; the message says which."""
+
+
+class WatcherRunningError(AmalfaError):
+    """Another ``amalfa watch`` already holds this database's watcher lock; ``pid`` is its
+    process id when known."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self.args[0]), self.pid))
+
+
+__all__ += ["NodeNotFoundError", "SourceReadError", "WatcherRunningError"]

@@ -8,6 +8,7 @@ is the import users write.
 
 from __future__ import annotations
 
+from amalfa.db.graph import DEFAULT_GRAPH_LIMIT, GraphEdge, GraphNode, GraphPath, Subgraph
 from amalfa.db.resonance import (
     DEFAULT_DOMAIN,
     DEFAULT_EDGE_TYPE,
@@ -24,12 +25,17 @@ from amalfa.db.resonance import (
 __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_EDGE_TYPE",
+    "DEFAULT_GRAPH_LIMIT",
     "DEFAULT_LAYER",
     "DatabaseNotFoundError",
     "DatabaseStats",
     "Edge",
+    "GraphEdge",
+    "GraphNode",
+    "GraphPath",
     "HistoryEntry",
     "Node",
     "ResonanceDB",
+    "Subgraph",
     "generate_id",
 ]

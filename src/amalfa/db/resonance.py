@@ -49,6 +49,7 @@ import numpy.typing as npt
 
 from amalfa import migrations
 from amalfa._core.connection import Connection
+from amalfa.db.graph import GraphQueries
 from amalfa.errors import (
     BusyError,
     CantOpenError,
@@ -596,7 +597,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 # -- the database ---------------------------------------------------------------------------------
 
 
-class ResonanceDB:
+class ResonanceDB(GraphQueries):
     """The graph database: typed CRUD on nodes and edges, transactions, audit history.
 
     ``ResonanceDB(path)`` opens an existing database (a missing file raises
