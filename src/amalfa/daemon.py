@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from amalfa.embedder import DAEMON_MAX_TEXTS, DEFAULT_PORT, Embedder
-from amalfa.errors import AmalfaError, ModelError, SettingsError
+from amalfa.errors import DaemonError, ModelError, SettingsError
 
 __all__ = [
     "DEFAULT_PORT",
     "MAX_BODY_BYTES",
     "MAX_TEXTS",
     "DaemonError",
+    "describe_status",
     "DaemonServer",
     "VectorService",
     "main",
@@ -68,13 +69,6 @@ PID_FILE_NAME = "vector-daemon.pid"
 LOG_FILE_NAME = "vector-daemon.log"
 #: A log file larger than this is moved to ``vector-daemon.log.1`` when the daemon starts.
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
-
-
-class DaemonError(AmalfaError):
-    """The daemon could not be started, stopped or reached.
-
-    Defined here until the lead adds it to :mod:`amalfa.errors`.
-    """
 
 
 # --- the models the daemon serves ---------------------------------------------------------------
@@ -498,6 +492,18 @@ def status(*, root: str | Path | None = None) -> dict[str, Any]:
         report.update(ready=bool(health.get("ready")), model=health.get("model"),
                       reranker_ready=bool(health.get("reranker_ready")))
     return report
+
+
+def describe_status(report: dict[str, Any]) -> str:
+    """One line for people about a :func:`status` report: ``running, pid 12, port 3010, ...``."""
+    if not report.get("running"):
+        return "not running (optional: without it amalfa embeds in process)"
+    parts = [f"running, pid {report.get('pid')}", f"port {report.get('port')}"]
+    if report.get("model"):
+        parts.append(f"model {report['model']}")
+    if "ready" in report:
+        parts.append("ready" if report["ready"] else "loading")
+    return ", ".join(parts)
 
 
 def start(*, port: int | None = None, root: str | Path | None = None,

@@ -4,6 +4,10 @@ Every exception amalfa raises on purpose derives from :class:`AmalfaError`. Erro
 SQLite derive from :class:`DatabaseError` and carry the primary ``result`` code, the
 ``extended_result`` code and SQLite's own message, in the manner of apsw.
 
+Every exception the package raises lives here, grouped by where it comes from: SQLite and the
+binding, settings and models, ingest, the daemon and the command line. The command line picks
+its hint for an error by class (``isinstance``), never by class name.
+
 This module is a leaf: it imports nothing from the package, so the compiled core can import it to
 raise these classes without an import cycle.
 """
@@ -21,7 +25,7 @@ __all__ = [
     "NotADatabaseError",
     "CantOpenError",
     "MisuseError",
-    "IOError",
+    "DiskIOError",
     "FullError",
     "SchemaChangedError",
     "InterruptError",
@@ -36,6 +40,13 @@ __all__ = [
     "SettingsError",
     "ModelError",
     "BaselineError",
+    "IngestError",
+    "DocumentTooLargeError",
+    "DocumentIdError",
+    "ModelMismatchError",
+    "FrontMatterError",
+    "DaemonError",
+    "CommandError",
     "exception_for",
 ]
 
@@ -90,8 +101,9 @@ class MisuseError(DatabaseError):
     """SQLITE_MISUSE, or an API used out of order."""
 
 
-class IOError(DatabaseError):  # noqa: A001 - mirrors SQLITE_IOERR, kept inside this namespace
-    """SQLITE_IOERR: the operating system reported an I/O error."""
+class DiskIOError(DatabaseError):
+    """SQLITE_IOERR: the operating system reported an I/O error (named so it does not shadow
+    the builtin ``IOError``, an alias of ``OSError``)."""
 
 
 class FullError(DatabaseError):
@@ -150,6 +162,42 @@ class BaselineError(AmalfaError, ValueError):
     """An ingestion baseline file exists but is malformed; the message names the file and key."""
 
 
+class IngestError(AmalfaError):
+    """A file could not be ingested; the message names the file and the reason."""
+
+
+class DocumentTooLargeError(IngestError):
+    """A Markdown file is larger than the ingest size limit."""
+
+
+class DocumentIdError(IngestError, ValueError):
+    """A document's id (from its front matter or its path) is not a valid node id."""
+
+
+class ModelMismatchError(IngestError):
+    """The database's embeddings were made by another model than the one asked for; mixing two
+    models' vectors in one table would give wrong scores without a word."""
+
+
+class FrontMatterError(IngestError, ValueError):
+    """A file's YAML front matter does not parse or is not a mapping."""
+
+
+class DaemonError(AmalfaError):
+    """The vector daemon could not be started, stopped or reached; the message may end with the
+    last lines of its log."""
+
+
+class CommandError(AmalfaError):
+    """A command-line mistake the user can fix: a one-line message, a one-line hint and the exit
+    status the command line returns (1 unless said otherwise; 2 for a usage error)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int = 1) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.status = status
+
+
 # SQLite primary result codes -> classes. Codes not listed map to DatabaseError.
 _BY_RESULT: dict[int, type[DatabaseError]] = {
     3: AuthorizationError,  # SQLITE_PERM
@@ -158,7 +206,7 @@ _BY_RESULT: dict[int, type[DatabaseError]] = {
     6: LockedError,
     9: InterruptError,
     8: ReadOnlyError,
-    10: IOError,
+    10: DiskIOError,
     11: CorruptError,
     13: FullError,
     14: CantOpenError,
@@ -178,6 +226,41 @@ def exception_for(extended_result: int, message: str) -> DatabaseError:
     result = extended_result & 0xFF
     cls = _BY_RESULT.get(result, DatabaseError)
     return cls(message, result, extended_result)
+
+
+# -- input outside what the library accepts (issue 15; amalfa.text and amalfa.limits raise them) --
+
+
+class InputError(AmalfaError, ValueError):
+    """An argument outside what amalfa accepts; the message names the input, where and why."""
+
+
+class InvalidTextError(InputError, UnicodeEncodeError):
+    """Text that cannot be stored or sent as UTF-8 (a lone surrogate); the message names the
+    field, the character's position and its code point.
+
+    It is a UnicodeEncodeError too (``start``/``end`` point at the character), so code that
+    caught the encoder's own error keeps working.
+    """
+
+    def __init__(self, message: str, text: str, position: int) -> None:
+        UnicodeEncodeError.__init__(self, "utf-8", text, position, position + 1,
+                                    "surrogates not allowed")
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable across processes
+        return (type(self), (self.message, self.object, self.start))
+
+
+class OutOfRangeError(InputError):
+    """A number outside its documented range (a limit, depth, port, batch size, threshold);
+    the message names the input and the range."""
+
+
+__all__ += ["InputError", "InvalidTextError", "OutOfRangeError"]
 
 
 # -- the graph, reading sources, live sync (issue 14; amalfa.db.graph, amalfa.reader, watch) --

@@ -31,11 +31,11 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from amalfa._atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text
+from amalfa._text import format_size, utc_now_iso
 from amalfa.settings import ScratchpadSettings, Settings, load_settings
 
 __all__ = [
@@ -105,15 +105,6 @@ def content_id(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
 
 
-def format_size(size_bytes: int) -> str:
-    """A byte count for people: ``512B``, ``4.0KB``, ``1.50MB``."""
-    if size_bytes < 1024:
-        return f"{size_bytes}B"
-    if size_bytes < 1024 * 1024:
-        return f"{size_bytes / 1024:.1f}KB"
-    return f"{size_bytes / (1024 * 1024):.2f}MB"
-
-
 def detect_content_type(content: str) -> ContentType:
     """``json`` for a JSON object or array, ``markdown`` when a line is a heading, else ``text``."""
     stripped = content.strip()
@@ -145,10 +136,6 @@ def make_preview(content: str, content_type: ContentType, length: int) -> str:
     if len(content) <= length:
         return content
     return content[:length].replace("\n", " ").strip() + "..."
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Scratchpad:
@@ -212,7 +199,7 @@ class Scratchpad:
             record = {
                 "id": entry_id,
                 "tool": tool,
-                "timestamp": _utc_now(),
+                "timestamp": utc_now_iso(),
                 "sizeBytes": size_bytes,
                 "contentType": content_type,
                 "preview": preview,

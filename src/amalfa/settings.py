@@ -121,7 +121,10 @@ def _absolute_root(root: str | Path | None) -> Path:
 class EmbeddingSettings:
     """Which embedding model to use and the dimension its vectors must have."""
 
-    model: str = "BAAI/bge-small-en-v1.5"
+    # The embedder's default too (amalfa.embedder.DEFAULT_MODEL; tests/test_settings.py holds
+    # them equal): the model amalfa embeds with when nothing else is said, installed by the
+    # `model` extra, so the default settings work offline.
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
     dimensions: int = 384
 
 

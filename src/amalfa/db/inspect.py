@@ -1,0 +1,35 @@
+"""Reads of the graph on a bare connection, for code that must not open a ResonanceDB.
+
+The doctor reports on a database as it is; opening it as a :class:`~amalfa.db.ResonanceDB`
+would migrate it first. These functions read what it needs on a
+:class:`~amalfa._core.connection.Connection` from :class:`~amalfa.factory.DatabaseFactory`,
+and work on any schema version, including a file with no graph tables yet.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amalfa.db.meta import MODEL_KEY, read_meta
+
+if TYPE_CHECKING:
+    from amalfa._core.connection import Connection
+
+__all__ = ["node_counts", "recorded_model_of"]
+
+_HAS_NODES = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'nodes'"
+_COUNT_NODES = "SELECT count(*), count(embedding) FROM nodes"
+
+
+def recorded_model_of(conn: Connection) -> str | None:
+    """The model the database's embeddings come from, as recorded (None when not)."""
+    value = read_meta(conn, MODEL_KEY)
+    return None if value is None else str(value)
+
+
+def node_counts(conn: Connection) -> tuple[int, int]:
+    """(nodes, nodes with an embedding); (0, 0) when there is no ``nodes`` table."""
+    if conn.prepare(_HAS_NODES).first() is None:
+        return 0, 0
+    nodes, vectors = conn.prepare(_COUNT_NODES).first()
+    return int(nodes), int(vectors)
