@@ -1,14 +1,40 @@
-"""VectorEngine: semantic search over the graph's FAFCAS embeddings.
+"""VectorEngine: semantic search over a table's FAFCAS embeddings, following every write.
 
 Two scan paths, one result shape:
 
-* the **cached matrix**: all embeddings in one (N, d) float32 array with their rowids, loaded
-  once and reloaded by itself when the database changes (``PRAGMA data_version`` catches commits
-  from other connections and processes, ``total_changes`` this connection's own writes), then
-  scanned in C across the machine's cores at memory speed;
+* the **cached matrix**: the embeddings of ``nodes`` (or ``passages``) in one float32 array with
+  their rowids, scanned in C at memory speed. It follows the database at the cost of what
+  changed: the schema's triggers (migration 0004) log every insert, embedding update and delete
+  of any writer, in any process, into ``vector_changes`` with an increasing ``seq``; the matrix
+  remembers the seq it reflects and, when ``PRAGMA data_version``/``total_changes`` say something
+  was committed, re-reads only the rows logged since (one statement), updating rows in place,
+  appending new ones and tombstoning removed ones;
 * the **direct scan**: step ``SELECT rowid, embedding FROM nodes ...`` and score every BLOB from
-  SQLite's own pointer, with the GIL released and no Python object per row; used for filtered
-  queries (domain/type, always bound parameters) or when the cache is off.
+  SQLite's own pointer, with the GIL released; used for filtered queries (domain/type, always
+  bound parameters) or when the cache is off.
+
+How the cached matrix is kept (and why):
+
+- **Rowid order, tombstones.** Rows sit in rowid order (a full load reads them so; new rows
+  almost always get larger rowids and are appended), so a changed rowid is found by binary search
+  and ties in score go to the earlier-inserted row, as in the direct scan. A removed row becomes
+  a tombstone: its vector is set to NaN, which the C kernels never rank, so the scan needs no
+  mask. A rowid reused later revives its slot. An insert below the largest rowid (explicit
+  rowids) is appended out of order and lookups fall back to a sort.
+- **Full reload only when it is cheaper.** Re-reading a changed row costs a B-tree probe; a full
+  reload streams the table. When the log holds more than :data:`RELOAD_FRACTION` of the cached
+  rows (and at least :data:`RELOAD_MIN_CHANGES`), or tombstones pass :data:`COMPACT_FRACTION`,
+  the matrix is reloaded in place into the buffer it already has. The log is pruned by a trigger
+  (0004: entries more than 65536 behind are dropped); a reader that finds a gap reloads.
+- **No count(*), no second copy.** A full reload sizes its buffer from an O(log n) upper bound
+  (rowid span, database bytes / vector bytes) allocated with ``np.empty``: pages never written
+  never become resident. Appends grow the buffer by 25% in place (``ndarray.resize``, a
+  ``realloc``/``mremap``), never by copying into a second matrix. Because the buffer moves,
+  :attr:`matrix` and :attr:`rowids` hand out copies, and one engine is used from one thread at a
+  time (like the ResonanceDB it reads).
+- **Never stale, never wrong after a rollback.** A refresh inside this connection's own write
+  transaction sees its uncommitted rows; the rowids it touched are remembered and re-read after
+  the transaction ends, so a rollback cannot leave rolled-back vectors in the cache.
 
 Only the top k rows are hydrated (id, title, date, meta) from ``nodes``.
 """
@@ -24,27 +50,31 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa._core import fafcas as kernels
+from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
     from amalfa.embedder import Embedder
 
-__all__ = ["VectorEngine", "SearchResult"]
+__all__ = ["VectorEngine", "SearchResult", "RELOAD_FRACTION", "RELOAD_MIN_CHANGES",
+           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES"]
 
-_COUNT_VECTORS = "SELECT count(*) FROM nodes WHERE embedding IS NOT NULL"
-_LOAD_VECTORS = "SELECT rowid, embedding FROM nodes WHERE embedding IS NOT NULL ORDER BY rowid"
-_HYDRATE = "SELECT id, title, date, meta, domain, type FROM nodes WHERE rowid = ?"
-_SAVE_EMBEDDING = "UPDATE nodes SET embedding = ? WHERE id = ?"
-
-
-def _scan_sql(domain: str | None, type_: str | None) -> str:
-    sql = "SELECT rowid, embedding FROM nodes WHERE embedding IS NOT NULL"
-    if domain is not None:
-        sql += " AND domain = :domain"
-    if type_ is not None:
-        sql += " AND type = :type"
-    return sql
+#: a refresh reloads fully when the log holds more changes than this fraction of the cached rows:
+#: measured, re-reading one changed row by rowid costs about 4x what streaming one row costs
+RELOAD_FRACTION = 0.25
+#: ... but never for fewer changes than this (small tables reload in microseconds either way)
+RELOAD_MIN_CHANGES = 256
+#: tombstones beyond this fraction of the cached rows are compacted by the next full reload
+COMPACT_FRACTION = 0.25
+#: search_batch runs as blocked matrix-matrix products (numpy's BLAS) from this many queries on
+BATCH_GEMM_MIN_QUERIES = 16
+# rows of the matrix per GEMM block: (block x q) scores stay in L2 for q = 64
+_GEMM_BLOCK_ROWS = 8192
+# ids of skipped (wrong-length or non-finite) rows remembered per load
+_SKIPPED_ROOM = 4096
+_GROWTH = 1.25
+_NO_ROWID = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +94,45 @@ class SearchResult:
 class VectorEngine:
     """Semantic search over a :class:`~amalfa.db.ResonanceDB`'s embeddings.
 
-    ``VectorEngine(db)`` uses the database's own connection (it never opens another). With
-    ``cache=True`` (the default) unfiltered searches run over an in-memory matrix that follows
-    the database; ``n_threads=0`` picks the core count for large matrices.
+    ``VectorEngine(db)`` uses the database's own connection (it never opens another).
+    ``source="passages"`` follows the passages table instead of nodes (only :meth:`top_k` and
+    :meth:`top_k_batch` then apply: hits are passage rowids). With ``cache=True`` (the default)
+    unfiltered searches run over the in-memory matrix; ``n_threads=0`` picks the core count for
+    large matrices.
     """
 
-    def __init__(self, db: ResonanceDB, *, embedder: Embedder | None = None, cache: bool = True,
-                 n_threads: int = 0) -> None:
+    def __init__(self, db: ResonanceDB, *, source: str = "nodes", embedder: Embedder | None = None,
+                 cache: bool = True, n_threads: int = 0) -> None:
+        if source not in VECTOR_SOURCES:
+            raise ValueError(f"source must be one of {VECTOR_SOURCES}, not {source!r}")
+        if not db.has_vector_source(source):
+            raise ValueError(f"the database at {db.path} has no {source} table "
+                             "(it comes with a later migration)")
         self.db = db
+        self.source = source
         self._embedder = embedder
         self.cache_enabled = cache
         self.n_threads = n_threads
+        self.last_skipped = 0  # rows with a BLOB of the wrong length (or NaN/inf) last time
+        self.full_reloads = 0  # how many refreshes reloaded everything (for tests and benchmarks)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the cache; the next query reloads."""
         self._matrix: npt.NDArray[np.float32] | None = None
-        self._rowids: npt.NDArray[np.int64] | None = None
+        self._rowids = np.empty(0, np.int64)
+        self._live = np.empty(0, np.bool_)
+        self._n = 0  # slots used (live rows + tombstones)
+        self._dead = 0
+        self._sorted = True
+        self._dim: int | None = None
+        self._seq = 0  # the log position the matrix reflects
+        self._committed_seq = 0  # ... of which this connection had committed everything
+        self._tainted: set[int] | None = None  # rowids read inside our own write transaction
+        self._reload_after_transaction = False  # a full reload happened inside one
         self._version: tuple[int, int] | None = None
-        self.last_skipped = 0  # rows with a BLOB of the wrong length in the last scan/load
+        self._skipped: set[int] = set()
+        self._skipped_extra = 0
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -96,62 +150,207 @@ class VectorEngine:
         with self.db.transaction():
             if expected is None:
                 self.db.record_dimensions(arr.shape[0])
-            changed = self.db.raw.prepare(_SAVE_EMBEDDING).run((arr, node_id))
-            if changed == 0:
+            if not self.db.set_node_embedding(node_id, arr):
                 raise KeyError(f"no node with id {node_id!r}")
 
     # -- the cached matrix ------------------------------------------------------------------------
 
-    def _current_version(self) -> tuple[int, int]:
-        conn = self.db.raw
-        (data_version,) = conn.prepare("PRAGMA data_version").first()
-        return int(data_version), conn.total_changes
-
     def refresh(self, *, force: bool = False) -> bool:
-        """Reload the matrix if the database changed since it was loaded; True when reloaded."""
-        version = self._current_version()
-        if not force and self._matrix is not None and version == self._version:
+        """Bring the matrix up to date with what is committed; True when anything was applied.
+
+        ``force=True`` reloads everything.
+        """
+        db = self.db
+        writing = db.raw.txn_state == 2  # our own write transaction: its rows may roll back
+        version = db.data_version()
+        if (not force and self._matrix is not None and version == self._version
+                and (self._tainted is None or writing)):
             return False
-        conn = self.db.raw
-        dim = self.db.dimensions
-        own_transaction = not conn.in_transaction
-        if own_transaction:
-            conn.execute("BEGIN")  # count and load see one snapshot
-        try:
-            (count,) = conn.prepare(_COUNT_VECTORS).first()
-            if dim is None or count == 0:
-                matrix = np.zeros((0, dim or 0), dtype=np.float32)
-                rowids = np.zeros(0, dtype=np.int64)
-                skipped = 0
+        dim = db.dimensions
+        with db.read_snapshot():
+            head, oldest = db.vector_log_position()
+            start = self._committed_seq
+            behind = head - start + (len(self._tainted) if self._tainted else 0)
+            gap = head > start and (oldest is None or oldest > start + 1)
+            live = self._n - self._dead
+            full = (force or self._matrix is None or dim != self._dim or gap
+                    or (self._reload_after_transaction and not writing)
+                    or behind > max(RELOAD_MIN_CHANGES, RELOAD_FRACTION * live)
+                    or self._dead > max(RELOAD_MIN_CHANGES, COMPACT_FRACTION * self._n))
+            if writing and self._tainted is None:
+                self._tainted = set()
+            if full:
+                self._reload(dim, head)
+                changed = True
             else:
-                matrix = np.empty((count, dim), dtype=np.float32)
-                rowids = np.empty(count, dtype=np.int64)
-                filled, skipped, _ = kernels.load_matrix(conn.prepare(_LOAD_VECTORS), matrix, rowids)
-                matrix, rowids = matrix[:filled], rowids[:filled]
-        finally:
-            if own_transaction:
-                conn.execute("COMMIT")
-        self._matrix, self._rowids = matrix, rowids
-        self._version = self._current_version()
-        self.last_skipped = skipped
-        return True
+                changed = head != self._seq or self._tainted is not None
+                if changed:
+                    self._apply_changes(start, head)
+            self._seq = head
+            if writing:
+                # what was read may roll back: re-read it once the transaction is over
+                self._reload_after_transaction = self._reload_after_transaction or full
+            else:
+                self._committed_seq = head
+                self._tainted = None
+                self._reload_after_transaction = False
+        self._version = db.data_version()
+        self.last_skipped = len(self._skipped) + self._skipped_extra
+        return changed
+
+    def _reload(self, dim: int | None, head: int) -> None:
+        self.full_reloads += 1
+        self._skipped, self._skipped_extra = set(), 0
+        self._dim = dim
+        self._n = self._dead = 0
+        self._sorted = True
+        if dim is None:
+            self._matrix = np.empty((0, 0), np.float32)
+            return
+        capacity = self.db.vector_row_bound(self.source, dim) + 16
+        skipped_ids = np.empty(_SKIPPED_ROOM, np.int64)
+        while True:
+            if self._matrix is None or self._matrix.shape != (self._matrix.shape[0], dim) \
+                    or self._matrix.shape[0] < capacity:
+                # drop the old buffer first: never two matrices at once
+                self._matrix = self._rowids = self._live = None  # type: ignore[assignment]
+                self._matrix = np.empty((capacity, dim), np.float32)
+                self._rowids = np.empty(capacity, np.int64)
+                self._live = np.empty(capacity, np.bool_)
+            try:
+                filled, skipped, pending = self.db.load_vectors(
+                    self.source, self._matrix, self._rowids, skipped_ids=skipped_ids)
+            except BaseException:
+                self._drop()
+                raise
+            if not pending:
+                break
+            capacity = 2 * self._matrix.shape[0]  # the bound is an upper bound; defensive only
+        self._n = filled
+        self._live[:filled] = True
+        self._skipped = set(skipped_ids[:min(skipped, _SKIPPED_ROOM)].tolist())
+        self._skipped_extra = max(0, skipped - _SKIPPED_ROOM)
+
+    def _positions(self, rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Slot of each rowid in the cache, -1 where it has none."""
+        n = self._n
+        stored = self._rowids[:n]
+        if self._sorted:
+            order = None
+            at = np.searchsorted(stored, rowids)
+        else:
+            order = np.argsort(stored, kind="stable")
+            at = np.searchsorted(stored[order], rowids)
+        at = np.minimum(at, max(n - 1, 0))
+        slots = at if order is None else order[at] if n else at
+        found = (stored[slots] == rowids) if n else np.zeros(len(rowids), np.bool_)
+        return np.where(found, slots, -1)
+
+    def _apply_changes(self, start: int, head: int) -> None:
+        assert self._matrix is not None and self._dim is not None
+        changed = self.db.vector_changes_since(self.source, start)
+        if self._tainted:
+            changed = np.union1d(changed, np.fromiter(self._tainted, np.int64,
+                                                      count=len(self._tainted)))
+        if len(changed) == 0:
+            return
+        k, d = len(changed), self._dim
+        fresh = np.empty((k, d), np.float32)
+        fresh_ids = np.empty(k, np.int64)
+        skipped_ids = np.empty(k, np.int64)
+        filled, skipped, _ = self.db.load_vectors_by_rowid(self.source, changed, fresh, fresh_ids,
+                                                           skipped_ids=skipped_ids)
+        fresh, fresh_ids = fresh[:filled], fresh_ids[:filled]
+        if self._tainted is not None:
+            self._tainted.update(changed.tolist())
+        for rowid in changed.tolist():
+            self._skipped.discard(rowid)
+        self._skipped.update(skipped_ids[:skipped].tolist())
+        # rows gone (deleted, embedding NULL or unreadable): tombstones
+        gone = np.setdiff1d(changed, fresh_ids, assume_unique=True)
+        if len(gone):
+            slots = self._positions(gone)
+            slots = slots[slots >= 0]
+            slots = slots[self._live[slots]]
+            self._matrix[slots] = np.nan
+            self._live[slots] = False
+            self._dead += len(slots)
+        if not filled:
+            return
+        slots = self._positions(fresh_ids)
+        known = slots >= 0
+        old = slots[known]
+        self._dead -= int(np.count_nonzero(~self._live[old]))
+        self._matrix[old] = fresh[known]
+        self._live[old] = True
+        new_ids = fresh_ids[~known]
+        if len(new_ids):
+            n = self._n
+            self._reserve(n + len(new_ids))
+            if n and new_ids[0] <= self._rowids[n - 1]:
+                self._sorted = False
+            self._matrix[n:n + len(new_ids)] = fresh[~known]
+            self._rowids[n:n + len(new_ids)] = new_ids
+            self._live[n:n + len(new_ids)] = True
+            self._n = n + len(new_ids)
+
+    def _reserve(self, rows: int) -> None:
+        """Grow the buffers in place (realloc) to hold ``rows`` rows: by 25% at least."""
+        assert self._matrix is not None and self._dim is not None
+        capacity = self._matrix.shape[0]
+        if rows <= capacity:
+            return
+        capacity = max(rows, int(capacity * _GROWTH), 1024)
+        # refcheck=False is safe: the engine never hands out views of these arrays
+        self._matrix.resize((capacity, self._dim), refcheck=False)
+        self._rowids.resize(capacity, refcheck=False)
+        self._live.resize(capacity, refcheck=False)
 
     @property
     def matrix(self) -> npt.NDArray[np.float32]:
-        """The cached (N, d) matrix, refreshed first if the database changed (read-only view)."""
+        """A read-only copy of the cached (N, d) matrix (live rows, rowid order), refreshed first."""
         self.refresh()
         assert self._matrix is not None
-        view = self._matrix.view()
-        view.flags.writeable = False
-        return view
+        rows = self._matrix[:self._n]
+        out = rows[self._live[:self._n]] if self._dead else rows.copy()
+        out.flags.writeable = False
+        return out
 
     @property
     def rowids(self) -> npt.NDArray[np.int64]:
+        """The rowids of :attr:`matrix`'s rows (a copy)."""
         self.refresh()
-        assert self._rowids is not None
-        return self._rowids
+        ids = self._rowids[:self._n]
+        return ids[self._live[:self._n]] if self._dead else ids.copy()
+
+    @property
+    def seq(self) -> int:
+        """The change-log position the cached matrix reflects."""
+        return self._seq
 
     # -- searching --------------------------------------------------------------------------------
+
+    def top_k(self, vector: Any, k: int, *, threshold: float = -math.inf,
+              ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``k`` rows of the source table most similar to ``vector``: (rowids, scores),
+        best first, over the cached matrix (refreshed first)."""
+        k = _check_limit(k)
+        dim = self.db.dimensions
+        query = as_query(vector, dim)
+        if dim is None:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        scores, rowids = self._cached_top_k(query, k, _check_threshold(threshold))
+        return rowids, scores
+
+    def _cached_top_k(self, query: npt.NDArray[np.float32], k: int, threshold: float,
+                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        self.refresh()
+        assert self._matrix is not None
+        if self._n == 0:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, index = kernels.topk_matrix(self._matrix[:self._n], query, k, threshold,
+                                            self.n_threads)
+        return scores, self._rowids[index]
 
     def search(self, text: str, limit: int = 5, **filters: Any) -> list[SearchResult]:
         """Embed ``text`` and search by its vector."""
@@ -169,6 +368,7 @@ class VectorEngine:
         Best first; equal scores resolve to the earlier-inserted node. Raises ValueError for a
         query of the wrong dimension, NaN/inf, or ``limit`` < 1. An empty database gives [].
         """
+        self._nodes_only("search_by_vector")
         limit = _check_limit(limit)
         dim = self.db.dimensions
         query = as_query(vector, dim)
@@ -177,59 +377,70 @@ class VectorEngine:
         threshold = _check_threshold(threshold)
         cached = self.cache_enabled if use_cache is None else use_cache
         if cached and domain is None and type is None:
-            self.refresh()
-            assert self._matrix is not None and self._rowids is not None
-            scores, index = kernels.topk_matrix(self._matrix, query, limit, threshold,
-                                                self.n_threads)
-            rowids = self._rowids[index]
+            scores, rowids = self._cached_top_k(query, limit, threshold)
         else:
             scores, rowids = self.scan_sqlite(query, limit, domain=domain, type=type,
                                               threshold=threshold)
         return self._hydrate(scores, rowids)
 
-    def search_batch(self, vectors: Any, limit: int = 5, *,
-                     threshold: float = 0.0) -> list[list[SearchResult]]:
-        """Search for many query vectors (Q, d) in one pass over the cached matrix."""
-        limit = _check_limit(limit)
+    def top_k_batch(self, vectors: Any, k: int, *, threshold: float = -math.inf,
+                    ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """:meth:`top_k` for each row of a (q, d) array, in one pass over the matrix.
+
+        From :data:`BATCH_GEMM_MIN_QUERIES` queries on, the scores come from blocked
+        matrix-matrix products (numpy's BLAS) and each block's best k per query are kept;
+        below that, one C pass scores every row against all queries while it is in cache.
+        """
+        k = _check_limit(k)
         dim = self.db.dimensions
         queries = np.ascontiguousarray(vectors, dtype=np.float32)
         if queries.ndim != 2:
             raise ValueError(f"queries must be 2-D (q, d); got shape {queries.shape}")
         if dim is None:
-            return [[] for _ in range(queries.shape[0])]
+            return [(np.empty(0, np.int64), np.empty(0, np.float32))] * queries.shape[0]
         for row in queries:
             as_query(row, dim)
         threshold = _check_threshold(threshold)
         self.refresh()
-        assert self._matrix is not None and self._rowids is not None
-        scores, index, counts = kernels.topk_matrix_batch(self._matrix, queries, limit, threshold,
+        assert self._matrix is not None
+        q = queries.shape[0]
+        if self._n == 0 or q == 0:
+            return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(q)]
+        matrix = self._matrix[:self._n]
+        if q >= BATCH_GEMM_MIN_QUERIES:
+            return [(self._rowids[index], scores)
+                    for scores, index in _gemm_top_k(matrix, queries, k, threshold)]
+        scores, index, counts = kernels.topk_matrix_batch(matrix, queries, k, threshold,
                                                           self.n_threads)
-        return [self._hydrate(scores[q, :counts[q]], self._rowids[index[q, :counts[q]]])
-                for q in range(queries.shape[0])]
+        return [(self._rowids[index[j, :counts[j]]], scores[j, :counts[j]]) for j in range(q)]
+
+    def search_batch(self, vectors: Any, limit: int = 5, *,
+                     threshold: float = 0.0) -> list[list[SearchResult]]:
+        """Search for many query vectors (Q, d) in one pass over the cached matrix."""
+        self._nodes_only("search_batch")
+        return [self._hydrate(scores, rowids)
+                for rowids, scores in self.top_k_batch(vectors, limit, threshold=threshold)]
 
     def scan_sqlite(self, vector: Any, limit: int = 5, *, domain: str | None = None,
                     type: str | None = None, threshold: float = -math.inf,
                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top-k straight over the BLOB rows in SQLite: (scores, rowids), best first."""
+        self._nodes_only("scan_sqlite")
         limit = _check_limit(limit)
         query = as_query(vector, self.db.dimensions)
-        stmt = self.db.raw.prepare(_scan_sql(domain, type))
-        params: dict[str, str] = {}
-        if domain is not None:
-            params["domain"] = domain
-        if type is not None:
-            params["type"] = type
-        stmt.bind(params)
-        scores, rowids, skipped = kernels.scan_statement(stmt, query, limit, threshold)
+        scores, rowids, skipped = self.db.scan_node_vectors(query, limit, domain=domain,
+                                                            type=type, threshold=threshold)
         self.last_skipped = skipped
         return scores, rowids
 
+    def _nodes_only(self, what: str) -> None:
+        if self.source != "nodes":
+            raise ValueError(f"{what} returns nodes; on source={self.source!r} use top_k")
+
     def _hydrate(self, scores: npt.NDArray[np.float32],
                  rowids: npt.NDArray[np.int64]) -> list[SearchResult]:
-        stmt = self.db.raw.prepare(_HYDRATE)
         results = []
-        for score, rowid in zip(scores.tolist(), rowids.tolist()):
-            row = stmt.first((rowid,))
+        for score, row in zip(scores.tolist(), self.db.node_rows_for_hits(rowids.tolist())):
             if row is None:  # deleted between scan and hydration
                 continue
             node_id, title, date, meta_text, domain, type_ = row
@@ -239,6 +450,39 @@ class VectorEngine:
                 content=f"[Hollow Node: {meta.get('source', '')}]",
                 date=date, domain=domain, type=type_, meta=meta))
         return results
+
+
+def _gemm_top_k(matrix: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], k: int,
+                threshold: float) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
+    """Per query, the best k (score, row index) of ``matrix @ queries.T``, computed a block of
+    rows at a time so the (block, q) scores stay in cache; ties go to the lower row index and
+    NaN/inf scores (tombstones, foreign rows) never rank."""
+    n, q = matrix.shape[0], queries.shape[0]
+    keep = min(k, n)
+    best_scores = np.full((keep, q), -np.inf, np.float32)
+    best_index = np.full((keep, q), -1, np.int64)
+    columns = np.arange(q)
+    for begin in range(0, n, _GEMM_BLOCK_ROWS):
+        block = matrix[begin:begin + _GEMM_BLOCK_ROWS] @ queries.T  # (b, q), BLAS sgemm
+        block[~(block < np.inf)] = -np.inf  # NaN and inf never rank
+        b = block.shape[0]
+        if b > keep:
+            top = np.argpartition(-block, keep - 1, axis=0)[:keep]
+            top_scores = block[top, columns]
+        else:
+            top = np.broadcast_to(np.arange(b)[:, None], (b, q))
+            top_scores = block
+        scores = np.concatenate([best_scores, top_scores])
+        index = np.concatenate([best_index, top + begin])
+        # the k best of the kept and the new: by score, then by lower index
+        order = np.lexsort((index, -scores), axis=0)[:keep]
+        best_scores = scores[order, columns]
+        best_index = index[order, columns]
+    out = []
+    for j in range(q):
+        good = (best_scores[:, j] > threshold) & (best_index[:, j] >= 0)
+        out.append((best_scores[good, j].copy(), best_index[good, j].copy()))
+    return out
 
 
 def _check_limit(limit: int) -> int:

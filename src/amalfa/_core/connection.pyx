@@ -258,6 +258,13 @@ cdef class Connection:
         return sqlite3_get_autocommit(self.db) == 0
 
     @property
+    def txn_state(self):
+        """The main database's transaction state: 0 none, 1 reading, 2 writing
+        (sqlite3_txn_state). A deferred ``BEGIN`` is 0 until its first read."""
+        self._check_open()
+        return sqlite3_txn_state(self.db, "main")
+
+    @property
     def filename(self):
         """The absolute path SQLite resolved for the main database ("" for :memory:)."""
         self._check_open()

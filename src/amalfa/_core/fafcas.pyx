@@ -13,7 +13,7 @@ from libc.string cimport memcpy
 from libc.math cimport INFINITY, isfinite
 
 from amalfa._core.connection cimport Statement, row_step, row_int64, row_blob, row_bytes, row_type
-from amalfa._core.sqlite3 cimport sqlite3_stmt, SQLITE_ROW, SQLITE_DONE, SQLITE_BLOB
+from amalfa._core.sqlite3 cimport sqlite3_stmt, SQLITE_ROW, SQLITE_DONE, SQLITE_BLOB, SQLITE_NOMEM
 
 import numpy as np
 
@@ -41,6 +41,9 @@ cdef Py_ssize_t INITIAL_SCAN_CAPACITY = 1024
 # one core already saturates memory bandwidth at 100k x 384, and waking a pool costs more than it
 # saves. Callers can still ask for threads explicitly.
 cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 26
+
+# what a zero-length BLOB (d = 0) points at: sqlite3_column_blob gives NULL for it
+cdef float _EMPTY_BLOB = 0
 
 
 def dot(const float[::1] a, const float[::1] b):
@@ -135,6 +138,8 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
     cdef float[:, ::1] os_ = out_scores
     cdef int64_t[:, ::1] oi = out_ids
     cdef int64_t[::1] oc = counts
+    if queries.shape[1] != d:
+        raise ValueError(f"queries have dimension {queries.shape[1]}; the matrix holds {d}-d rows")
     if q == 0 or cap <= 0:
         return out_scores, out_ids, counts
     threads = _threads_for(n * d, n_threads)
@@ -189,6 +194,8 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
 def scores_matrix(const float[:, ::1] matrix, const float[::1] query):
     """Every row's dot product with ``query`` (float32, length n): for callers that need all."""
     cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], r
+    if query.shape[0] != d:
+        raise ValueError(f"query has dimension {query.shape[0]}; the matrix holds {d}-d rows")
     out = np.empty(n, dtype=np.float32)
     cdef float[::1] o = out
     with nogil:
@@ -198,15 +205,27 @@ def scores_matrix(const float[:, ::1] matrix, const float[::1] query):
 
 
 cdef inline const void *_next_blob(sqlite3_stmt *stmt, int blob_column, Py_ssize_t nbytes,
-                                   int *rc, Py_ssize_t *skipped) noexcept nogil:
+                                   int *rc, Py_ssize_t *skipped, int64_t *skipped_ids,
+                                   Py_ssize_t skipped_room, int id_column) noexcept nogil:
     """Step to the next row whose ``blob_column`` is a BLOB of exactly ``nbytes``; count the rows
-    passed over. NULL at the end of the rows or on an error (``rc`` says which)."""
+    passed over (and note their ids while ``skipped_ids`` has room). NULL at the end of the rows
+    or on an error (``rc`` says which). A NULL pointer for a non-empty BLOB is SQLite failing to
+    allocate: that ends the scan with SQLITE_NOMEM, never silently with partial results."""
+    cdef const void *blob
     while True:
         rc[0] = row_step(stmt)
         if rc[0] != SQLITE_ROW:
             return NULL
         if row_type(stmt, blob_column) == SQLITE_BLOB and row_bytes(stmt, blob_column) == nbytes:
-            return row_blob(stmt, blob_column)
+            blob = row_blob(stmt, blob_column)
+            if blob != NULL:
+                return blob
+            if nbytes == 0:
+                return <const void *>&_EMPTY_BLOB  # an empty BLOB has no pointer
+            rc[0] = SQLITE_NOMEM
+            return NULL
+        if skipped[0] < skipped_room:
+            skipped_ids[skipped[0]] = row_int64(stmt, id_column)
         skipped[0] += 1
 
 
@@ -262,7 +281,7 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     try:
         with nogil:
             while True:
-                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped)
+                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped, NULL, 0, id_column)
                 if blob == NULL:
                     break
                 if (<uintptr_t>blob) & 3:
@@ -310,26 +329,34 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
 
 
 def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
-                int id_column=0, int blob_column=1):
+                int id_column=0, int blob_column=1, int64_t[::1] skipped_ids=None):
     """Copy each row's BLOB into the next row of ``out`` (and its id into ``ids``).
 
     Stops when ``out`` is full or the statement is done; rows whose BLOB is not exactly
-    4*d bytes, or holds NaN/inf, are skipped and counted. Returns (rows filled, rows skipped, more rows pending).
-    The GIL is released for the whole pass.
+    4*d bytes, or holds NaN/inf, are skipped and counted, and the first ``len(skipped_ids)`` of
+    their ids are written to ``skipped_ids`` when given. Returns (rows filled, rows skipped,
+    more rows pending). The GIL is released for the whole pass.
     """
     cdef Py_ssize_t d = out.shape[1], capacity = out.shape[0], filled = 0, skipped = 0
     cdef Py_ssize_t nbytes = d * 4
+    cdef Py_ssize_t skipped_room = 0 if skipped_ids is None else skipped_ids.shape[0]
+    cdef int64_t *skipped_out = NULL
     cdef sqlite3_stmt *stmt
     cdef const void *blob
     cdef int rc = SQLITE_DONE
     cdef bint pending = False
+    if ids.shape[0] < capacity:
+        raise ValueError(f"ids holds {ids.shape[0]} entries but out has {capacity} rows")
+    if skipped_room:
+        skipped_out = &skipped_ids[0]
     statement.reset()
     stmt = statement.stmt
     statement._in_use = True
     try:
         with nogil:
             while True:
-                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped)
+                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped, skipped_out,
+                                  skipped_room, id_column)
                 if blob == NULL:
                     break
                 if filled == capacity:
@@ -337,7 +364,10 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
                     break
                 memcpy(&out[filled, 0], blob, nbytes)
                 if not _row_is_finite(&out[filled, 0], d):
-                    skipped += 1  # NaN/inf written by another client: never ranks
+                    # NaN/inf written by another client: never ranks
+                    if skipped < skipped_room:
+                        skipped_out[skipped] = row_int64(stmt, id_column)
+                    skipped += 1
                     continue
                 ids[filled] = row_int64(stmt, id_column)
                 filled += 1

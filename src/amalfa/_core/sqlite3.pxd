@@ -34,6 +34,8 @@ cdef extern from "sqlite3.h" nogil:
     sqlite3_int64 sqlite3_total_changes64(sqlite3 *db)
     sqlite3_int64 sqlite3_last_insert_rowid(sqlite3 *db)
     int sqlite3_get_autocommit(sqlite3 *db)
+    int sqlite3_txn_state(sqlite3 *db, const char *zSchema)
+    sqlite3 *sqlite3_db_handle(sqlite3_stmt *stmt)
     int sqlite3_db_readonly(sqlite3 *db, const char *zDbName)
     const char *sqlite3_db_filename(sqlite3 *db, const char *zDbName)
 

@@ -50,6 +50,7 @@ import numpy.typing as npt
 from amalfa import migrations
 from amalfa._core.connection import Connection
 from amalfa.db.graph import GraphQueries
+from amalfa.db.vector_store import VectorStore
 from amalfa.errors import (
     BusyError,
     CantOpenError,
@@ -597,7 +598,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 # -- the database ---------------------------------------------------------------------------------
 
 
-class ResonanceDB(GraphQueries):
+class ResonanceDB(GraphQueries, VectorStore):
     """The graph database: typed CRUD on nodes and edges, transactions, audit history.
 
     ``ResonanceDB(path)`` opens an existing database (a missing file raises
