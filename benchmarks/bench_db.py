@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compare_db import fresh_path, make_nodes, stdlib_connect, stdlib_params
 
-from amalfa import db as dbmod
+from amalfa.db import nodes as db_nodes
+from amalfa.db import validation as db_validation
 from amalfa.db import Node, ResonanceDB
 
 NODES = int(os.environ.get("AMALFA_BENCH_NODES", "20000"))
@@ -91,7 +92,7 @@ def test_insert_nodes_stdlib(benchmark, tmp_path: Path, nodes: list[Node], histo
 
     def insert(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(dbmod._UPSERT_NODE, stdlib_params(nodes))
+        conn.executemany(db_nodes._UPSERT_NODE, stdlib_params(nodes))
         conn.execute("COMMIT")
 
     benchmark.pedantic(insert, setup=setup, rounds=ROUNDS)
@@ -120,7 +121,7 @@ def test_get_node_stdlib(benchmark, read_files: tuple[Path, Path], read_ids: lis
     benchmark.group = f"get_node x {READS}"
     conn = stdlib_connect(read_files[1], history=False)
     cursor = conn.cursor()
-    sql, build = dbmod._SELECT_NODE, dbmod._node_from_row
+    sql, build = db_nodes._SELECT_NODE, db_validation.node_from_row
 
     def reads() -> None:
         for node_id in read_ids:

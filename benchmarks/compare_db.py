@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 import amalfa
-from amalfa import db as dbmod
+from amalfa.db import history as db_history
+from amalfa.db import nodes as db_nodes
+from amalfa.db import validation as db_validation
 from amalfa.db import Node, ResonanceDB
 
 # DatabaseFactory's canonical pragmas, in its order
@@ -78,7 +80,7 @@ def stdlib_connect(path: Path, *, history: bool) -> sqlite3.Connection:
     for pragma in PRAGMAS:
         conn.execute(pragma)
     if history:
-        for _name, create_sql in dbmod._HISTORY_TRIGGERS:
+        for _name, create_sql in db_history.HISTORY_TRIGGERS:
             conn.execute(create_sql)
     return conn
 
@@ -101,8 +103,8 @@ def prebuilt_params(nodes: list[Node]) -> list[tuple]:
     """insert_nodes' bindings for every node, built ahead (validated, normalised)."""
     params: list[tuple] = []
     dimensions = None
-    for chunk in dbmod._chunks(nodes, dbmod.BULK_CHUNK):
-        chunk_params, dimensions = dbmod._bulk_params(chunk, dimensions)
+    for chunk in db_validation.chunks(nodes, db_nodes.BULK_CHUNK):
+        chunk_params, dimensions = db_validation.bulk_params(chunk, dimensions)
         params.extend(chunk_params)
     return params
 
@@ -126,7 +128,7 @@ def bench_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
 
         def peer(conn: sqlite3.Connection = conn) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(dbmod._UPSERT_NODE, stdlib_params(nodes))
+            conn.executemany(db_nodes._UPSERT_NODE, stdlib_params(nodes))
             conn.execute("COMMIT")
 
         theirs.append(time_call(peer))
@@ -134,7 +136,7 @@ def bench_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
 
         path = fresh_path(folder, "floor.db")
         with ResonanceDB.create(path, history=history) as db:
-            raw, statement = db.raw, db.raw.prepare(dbmod._UPSERT_NODE)
+            raw, statement = db.raw, db.raw.prepare(db_nodes._UPSERT_NODE)
 
             def bare(raw=raw, statement=statement) -> None:
                 raw.execute("BEGIN IMMEDIATE")
@@ -152,8 +154,8 @@ def bench_reads(path: Path, peer_path: Path, ids: list[str], *, repeat: int
     db = ResonanceDB(path, history=False)
     conn = stdlib_connect(peer_path, history=False)
     cursor = conn.cursor()
-    sql = dbmod._SELECT_NODE
-    build = dbmod._node_from_row
+    sql = db_nodes._SELECT_NODE
+    build = db_validation.node_from_row
     first = db.raw.prepare(sql).first
 
     def ours() -> None:

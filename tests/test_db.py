@@ -27,6 +27,7 @@ from amalfa.errors import (
     ReadOnlyError,
 )
 from amalfa.factory import DatabaseFactory
+from amalfa.migrations import latest_version
 
 DIM = 8
 
@@ -48,8 +49,8 @@ def dump(path: Path) -> list[object]:
         for kind, name, sql in conn.execute(
                 "SELECT type, name, sql FROM sqlite_schema ORDER BY type, name"):
             out.append(sql)
-            if kind == "table":
-                out.extend(conn.execute(f'SELECT * FROM "{name}" ORDER BY rowid'))
+            if kind == "table":  # sorted here: FTS5's shadow tables have no rowid
+                out.extend(sorted(conn.execute(f'SELECT * FROM "{name}"'), key=repr))
         return out
     finally:
         conn.close()
@@ -107,7 +108,7 @@ def test_missing_file_is_an_error_naming_the_path_and_creates_nothing(tmp_path: 
 def test_create_makes_folders_and_the_schema(db_path: Path) -> None:
     with ResonanceDB.create(db_path) as db:
         assert db.path == db_path
-        assert db.migration_report.applied == (1, 2, 3)
+        assert db.migration_report.applied == tuple(range(1, latest_version() + 1))
     assert db_path.exists()
     tables = {row[0] for row in sqlite3.connect(db_path).execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table'")}

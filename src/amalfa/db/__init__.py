@@ -3,13 +3,14 @@
 ``ResonanceDB`` (in :mod:`amalfa.db.resonance`) owns ``nodes``, ``edges``, ``history``,
 ``amalfa_meta`` and every table later migrations add; the records it reads and writes
 (``Node``, ``Edge`` ...) are re-exported here, so ``from amalfa.db import ResonanceDB, Node``
-is the import users write.
+is the import users write. The package's modules are listed in :mod:`amalfa.db.resonance`.
 """
 
 from __future__ import annotations
 
 from amalfa.db.graph import DEFAULT_GRAPH_LIMIT, GraphEdge, GraphNode, GraphPath, Subgraph
-from amalfa.db.resonance import (
+from amalfa.db.ids import generate_id
+from amalfa.db.records import (
     DEFAULT_DOMAIN,
     DEFAULT_EDGE_TYPE,
     DEFAULT_LAYER,
@@ -17,10 +18,10 @@ from amalfa.db.resonance import (
     DatabaseStats,
     Edge,
     HistoryEntry,
+    IngestedNode,
     Node,
-    ResonanceDB,
-    generate_id,
 )
+from amalfa.db.resonance import ResonanceDB
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -34,6 +35,7 @@ __all__ = [
     "GraphNode",
     "GraphPath",
     "HistoryEntry",
+    "IngestedNode",
     "Node",
     "ResonanceDB",
     "Subgraph",

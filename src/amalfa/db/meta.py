@@ -14,7 +14,10 @@ dimensions agree: queries use the recorded model and ingest refuses another one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from amalfa.db.transactions import Transactions
 
 if TYPE_CHECKING:
     from amalfa._core.connection import Connection
@@ -33,6 +36,9 @@ _HAS_TABLE = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'amalf
 _GET = "SELECT value FROM amalfa_meta WHERE key = ?"
 _SET = "INSERT OR REPLACE INTO amalfa_meta (key, value) VALUES (?, ?)"
 _SET_IF_ABSENT = "INSERT OR IGNORE INTO amalfa_meta (key, value) VALUES (?, ?)"
+_FIRST_EMBEDDING_LENGTH = (
+    "SELECT length(embedding) FROM nodes WHERE embedding IS NOT NULL ORDER BY rowid LIMIT 1"
+)
 
 
 def read_meta(conn: Connection, key: str) -> Any:
@@ -56,13 +62,62 @@ def write_meta_if_absent(conn: Connection, key: str, value: Any) -> Any:
     return stored
 
 
-class MetaStore:
-    """``amalfa_meta`` reads and writes for :class:`~amalfa.db.ResonanceDB`."""
+class MetaStore(Transactions):
+    """``amalfa_meta`` reads and writes for :class:`~amalfa.db.ResonanceDB`, and the embedding
+    dimension kept there."""
 
-    _conn: Connection
+    _path: Path
+    _readonly: bool
+    _dimensions: int | None
+    _dimensions_recorded: bool
 
-    def _after_write(self) -> None:  # pragma: no cover - ResonanceDB's own is used
-        raise NotImplementedError
+    # -- the embedding dimension ------------------------------------------------------------
+
+    @property
+    def dimensions(self) -> int | None:
+        """The embedding dimension of this database (None until known)."""
+        return self._dimensions
+
+    def _load_dimensions(self) -> tuple[int | None, bool]:
+        """(dimension, whether it is recorded): the recorded one, else inferred from the first
+        stored vector (an adopted or pre-recording database), else None."""
+        value = read_meta(self._conn, DIMENSIONS_KEY)
+        if value is not None:
+            return int(value), True
+        row = self._conn.prepare(_FIRST_EMBEDDING_LENGTH).first()
+        if row is not None and row[0] and row[0] % 4 == 0:
+            return row[0] // 4, False
+        return None, False
+
+    def _adopt_dimensions(self, dimensions: int) -> None:
+        if self._dimensions is not None and self._dimensions != dimensions:
+            raise ValueError(f"dimensions={dimensions} given, but the database at {self._path} "
+                             f"holds {self._dimensions}-d embeddings")
+        self._dimensions = dimensions
+        if not self._readonly and not self._dimensions_recorded:
+            self.record_dimensions(dimensions)
+
+    def record_dimensions(self, dimensions: int) -> None:
+        """Record the embedding dimension (once); ValueError if a different one is recorded.
+
+        Called by the first write of an embedding; callers that write embeddings through
+        :attr:`raw` call it themselves.
+        """
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions <= 0:
+            raise ValueError(f"dimensions must be a positive int, got {dimensions!r}")
+        with self.transaction():
+            self._record_dimensions_in_transaction(dimensions, None)
+        self._dimensions, self._dimensions_recorded = dimensions, True
+
+    def _record_dimensions_in_transaction(self, dimensions: int, node_id: str | None) -> None:
+        # whichever process writes first wins, the other learns it
+        stored = write_meta_if_absent(self._conn, DIMENSIONS_KEY, dimensions)
+        if int(stored) != dimensions:
+            subject = f"node {node_id!r}: embedding" if node_id else "embedding"
+            raise ValueError(f"{subject} has dimension {dimensions}; the database at "
+                             f"{self._path} holds {stored}-d embeddings")
+
+    # -- any key --------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any:
         """The value stored under ``key``, or None."""
