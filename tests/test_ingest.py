@@ -159,7 +159,7 @@ def test_front_matter_must_start_on_the_first_line(no_warnings) -> None:
 def test_front_matter_scalars(no_warnings) -> None:
     fields, body = parse_front_matter(
         "---\n"
-        "title: Plain title: with colon\n"
+        "title: \"Plain title: with colon\"\n"
         'quoted: "tab\\there \\"q\\" \\u00e9 # not a comment"\n'
         "single: 'it''s'\n"
         "count: 42\n"
@@ -306,12 +306,18 @@ def test_front_matter_bom_crlf_and_empty_block(no_warnings) -> None:
         ("- a\n- b", "mapping"),
         ("just a sentence", "mapping"),
         ("title:Foo", "mapping"),
-        ('title: "a" b', "unexpected text"),
+        ('title: "a" b', "text after a value"),
         ("tags: [a, b", "unclosed"),
         ("tags: [a,, b]", "empty entry"),
         ('title: "bad \\q escape"', "escape"),
         ("a: 1\nb: 2\n- c", "list item"),
-        ("a: >4\n  x", "indented less"),
+        ("a: >4\n  x", "unexpected indentation"),
+        ("title: Plain title: with colon", "quote the value"),
+        ("a: &anchor 1\nb: *anchor", "anchors"),
+        ("b: *anchor", "aliases"),
+        ("a: !!python/object:os.system x", "tag"),
+        ("a: !!binary aGVsbG8=", "tag"),
+        ("? [a, b]\n: c", "plain text"),
     ],
 )
 def test_malformed_front_matter_is_body_text_with_a_warning(block: str, reason: str) -> None:

@@ -240,7 +240,7 @@ def test_an_interrupted_run_keeps_whole_batches_and_the_next_run_finishes(
     for index in range(5):
         write(project, f"docs/extra-{index}.md", f"# Extra {index}\n\nFiller text {index}.\n")
 
-    def stop_after_first_batch(done: int, total: int) -> None:
+    def stop_after_first_batch(done: int, total: int, passages: int) -> None:
         if done:
             raise KeyboardInterrupt
 
@@ -260,11 +260,14 @@ def test_an_interrupted_run_keeps_whole_batches_and_the_next_run_finishes(
 
 def test_progress_counts_up_to_the_files_embedded(project: Path, db: ResonanceDB,
                                                   embedder: Embedder) -> None:
-    calls: list[tuple[int, int]] = []
-    run(db, embedder, project, batch_size=3, progress=lambda d, t: calls.append((d, t)))
-    assert calls == [(0, 4), (3, 4), (4, 4)]
+    calls: list[tuple[int, int, int]] = []
+    run(db, embedder, project, batch_size=3, progress=lambda d, t, p: calls.append((d, t, p)))
+    assert [(d, t) for d, t, _ in calls] == [(0, 4), (3, 4), (4, 4)]
+    passages = [p for _, _, p in calls]
+    assert passages[0] == 0 and passages == sorted(passages)
+    assert passages[-1] == db.count_passages()[0] >= 4  # every file has at least one passage
     calls.clear()
-    run(db, embedder, project, progress=lambda d, t: calls.append((d, t)))
+    run(db, embedder, project, progress=lambda d, t, p: calls.append((d, t, p)))
     assert calls == []  # nothing to embed, nothing to report
 
 

@@ -30,6 +30,7 @@ from amalfa.db.edges import EdgeStore
 from amalfa.db.graph import GraphQueries
 from amalfa.db.history import HistoryLog
 from amalfa.db.nodes import NodeStore
+from amalfa.db.passages import PassageStore
 from amalfa.db.records import DatabaseNotFoundError, DatabaseStats
 from amalfa.db.vector_store import VectorStore
 from amalfa.errors import BusyError
@@ -43,7 +44,7 @@ _COUNT_NODES = (
 _COUNT_EDGES = "SELECT count(*) FROM edges"
 
 
-class ResonanceDB(NodeStore, EdgeStore, HistoryLog, GraphQueries, VectorStore):
+class ResonanceDB(NodeStore, EdgeStore, HistoryLog, GraphQueries, VectorStore, PassageStore):
     """The graph database: typed CRUD on nodes and edges, transactions, audit history.
 
     ``ResonanceDB(path)`` opens an existing database (a missing file raises

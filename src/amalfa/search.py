@@ -1,0 +1,390 @@
+"""Hybrid search over passages: vector top-k and BM25 top-k, fused, grouped per document.
+
+:class:`SearchEngine` answers ``engine.search("how are vectors normalised", 10)`` with
+:class:`SearchHit` records: the document (id, title, source file, score) and where in it the
+answer is (the passage's ``heading`` path, its 1-based ``line`` in the file and a ``snippet``).
+
+Modes:
+
+* ``vector``: the query's embedding against every passage embedding (dot product of FAFCAS
+  vectors, through :class:`~amalfa.vectors.VectorEngine` with ``source="passages"``);
+* ``keyword``: SQLite FTS5 with BM25 over the passages' text and heading context. User text is
+  made safe by :func:`keyword_query`: every word is quoted, so quotes, ``NEAR``, ``*``, ``:``,
+  ``^`` and parentheses are words, never operators; ``raw_query=True`` passes FTS5 syntax as is;
+* ``hybrid`` (the default): both lists, :data:`CANDIDATES` deep, fused by **reciprocal rank
+  fusion**. Each list ranks documents by their best passage; a document's score is
+  ``sum(1 / (RRF_K + rank))`` over the lists it appears in (rank 1-based, ``RRF_K = 60`` as in
+  Cormack, Clarke and Buettcher, SIGIR 2009). RRF needs no score calibration between cosine
+  similarities and BM25, and a document both lists agree on beats one that only one list loves.
+  The hybrid also ranks the document-level embeddings (the file's opening, the vector the seed
+  system kept per file) as a third list, which is what keeps title-style queries strong.
+
+Each document appears once, with its best passage (by the same fusion over passages). With
+``rerank=True`` the best :data:`RERANK_DEPTH` x ``limit`` documents are scored again by a
+cross-encoder (:class:`~amalfa.reranker.Reranker`) reading the query with each best passage.
+
+The snippet comes from the passage's text as it was indexed. The file is the source of truth
+for where that text is: its path is relative to the project root the ingest recorded, and when
+the file's bytes no longer hash to what was ingested (or it is gone), the hit says
+``stale=True`` and carries no line numbers, rather than pointing at lines that moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from amalfa.ingest.pipeline import recorded_model, recorded_root
+from amalfa.vectors import _check_limit
+
+if TYPE_CHECKING:
+    from amalfa.db import ResonanceDB
+    from amalfa.db.passages import PassageLocation
+    from amalfa.embedder import Embedder
+    from amalfa.reranker import Reranker
+    from amalfa.vectors import VectorEngine
+
+__all__ = ["CANDIDATES", "MODES", "RRF_K", "SNIPPET_CHARS", "SearchEngine", "SearchHit",
+           "SearchMode", "keyword_query"]
+
+SearchMode = Literal["hybrid", "vector", "keyword"]
+MODES: tuple[str, ...] = ("hybrid", "vector", "keyword")
+#: the reciprocal rank fusion constant: score = sum over lists of 1 / (RRF_K + rank)
+RRF_K = 60
+#: how deep each list is read before fusion (at least; ``5 * limit`` when that is more)
+CANDIDATES = 100
+#: how many of the fused documents, per result asked for, the cross-encoder reads again
+RERANK_DEPTH = 3
+#: the snippet is cut to about this many characters around the best match
+SNIPPET_CHARS = 300
+# the most query words sent to FTS5 (a pasted page must not become a 10,000-term query)
+_MAX_TERMS = 64
+_WORD_RE = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One document found, with its best passage.
+
+    ``score`` is the fused RRF score in ``hybrid`` mode, the cosine similarity of the best
+    passage in ``vector`` mode, its BM25 score (higher is better) in ``keyword`` mode, and the
+    cross-encoder's probability after ``rerank``. ``line``/``line_end`` are the passage's 1-based
+    lines in ``source``; ``heading`` its heading path (None before the first heading); ``stale``
+    is True when the file changed since it was ingested (then ``line`` and ``line_end`` are None;
+    the snippet is the text as it was indexed).
+    """
+
+    id: str
+    score: float
+    title: str | None
+    source: str | None
+    snippet: str | None
+    heading: str | None
+    line: int | None
+    line_end: int | None
+    stale: bool = False
+    passage_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def keyword_query(text: str) -> str:
+    """An FTS5 MATCH expression that finds passages with any word of ``text``, ranked by BM25.
+
+    Every word becomes a quoted string (``"word"``), so nothing the user types is read as FTS5
+    syntax: ``NEAR``, ``AND``, ``*``, ``:``, ``^``, quotes and parentheses are plain words or
+    separators. Returns "" when ``text`` has no words. At most 64 distinct words are used.
+    """
+    words: dict[str, None] = {}
+    for match in _WORD_RE.finditer(text):
+        word = match.group().casefold()
+        words.setdefault(word, None)
+        if len(words) >= _MAX_TERMS:
+            break
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    node_id: str
+    score: float
+    passage: PassageLocation | None
+    passage_score: float
+
+
+class SearchEngine:
+    """Search a :class:`~amalfa.db.ResonanceDB`'s passages (see the module docstring).
+
+    ``embedder``: the model to embed queries with (default: the model the database was built
+    with). ``root``: the folder the sources are relative to (default: the one the last ingest
+    recorded, else the current folder). ``reranker``: a cross-encoder for ``rerank=True``
+    (default: found when first needed; :class:`~amalfa.errors.ModelError` when there is none).
+    """
+
+    def __init__(self, db: ResonanceDB, *, embedder: Embedder | None = None,
+                 root: str | os.PathLike[str] | None = None,
+                 reranker: Reranker | None = None) -> None:
+        self.db = db
+        self._embedder = embedder
+        self._reranker = reranker
+        if root is None:
+            root = recorded_root(db) or os.getcwd()
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self._passage_vectors: VectorEngine | None = None
+        self._node_vectors: VectorEngine | None = None
+
+    # -- the parts, created when first needed ---------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from amalfa.embedder import Embedder
+
+            recorded = recorded_model(self.db)
+            self._embedder = Embedder(recorded) if recorded else Embedder.get_instance()
+        return self._embedder
+
+    def _vectors(self, source: str) -> VectorEngine:
+        from amalfa.vectors import VectorEngine
+
+        if source == "passages":
+            if self._passage_vectors is None:
+                self._passage_vectors = VectorEngine(self.db, source="passages")
+            return self._passage_vectors
+        if self._node_vectors is None:
+            self._node_vectors = VectorEngine(self.db)
+        return self._node_vectors
+
+    # -- searching ------------------------------------------------------------------------------
+
+    def search(self, text: str, limit: int = 10, *, mode: SearchMode = "hybrid",
+               rerank: bool = False, raw_query: bool = False) -> list[SearchHit]:
+        """The ``limit`` best documents for ``text``, each with its best passage.
+
+        ``raw_query`` hands ``text`` to FTS5 as a query expression (its own syntax; a syntax
+        error raises ValueError naming it). Raises ValueError for an unknown mode or an empty
+        query, TypeError for a non-integer limit.
+        """
+        return self.search_many([text], limit, mode=mode, rerank=rerank,
+                                raw_query=raw_query)[0]
+
+    def search_many(self, texts: Sequence[str], limit: int = 10, *,
+                    mode: SearchMode = "hybrid", rerank: bool = False,
+                    raw_query: bool = False) -> list[list[SearchHit]]:
+        """:meth:`search` for many queries, in order; their embeddings are made in one batch."""
+        limit = _check_limit(limit)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        queries = list(texts)
+        for index, text in enumerate(queries):
+            if not isinstance(text, str):
+                raise TypeError(f"query {index} must be a str, not {type(text).__name__}")
+            if not text.strip():
+                raise ValueError(f"query {index} is empty")
+        if not queries:
+            return []
+        if not self.db.has_passages_table():
+            raise ValueError(f"the database at {self.db.path} has no passages table; open it "
+                             "read-write once (or run `amalfa init`) to migrate it")
+        vectors = None
+        if mode != "keyword":
+            vectors = self.embedder.embed_batch(queries)
+        depth = max(CANDIDATES, 5 * limit)
+        out = []
+        for index, text in enumerate(queries):
+            candidates = self._candidates(text, None if vectors is None else vectors[index],
+                                          mode=mode, depth=depth, raw_query=raw_query)
+            if rerank:
+                candidates = self._rerank(text, candidates[:RERANK_DEPTH * limit])
+            out.append(self._hits(text, candidates[:limit]))
+        return out
+
+    def _candidates(self, text: str, vector: np.ndarray | None, *, mode: str, depth: int,
+                    raw_query: bool) -> list[_Candidate]:
+        lists: list[tuple[np.ndarray, np.ndarray]] = []
+        if mode in ("vector", "hybrid"):
+            assert vector is not None
+            lists.append(self._vectors("passages").top_k(vector, depth))
+        if mode in ("keyword", "hybrid"):
+            lists.append(self._keyword(text, depth, raw_query=raw_query))
+        rowids = sorted({int(r) for ids, _ in lists for r in ids})
+        located = dict(zip(rowids, self.db.locate_passages(rowids)))
+
+        ranked: list[list[tuple[PassageLocation, float]]] = []
+        for ids, scores in lists:
+            ranked.append([(located[int(r)], float(s)) for r, s in zip(ids, scores)
+                           if located.get(int(r)) is not None])  # type: ignore[misc]
+        if mode != "hybrid":
+            # one list: a document's score is its best passage's
+            best: dict[str, _Candidate] = {}
+            for passage, score in ranked[0]:
+                if passage.node_id not in best:
+                    best[passage.node_id] = _Candidate(passage.node_id, score, passage, score)
+            return list(best.values())
+
+        # hybrid: RRF over documents (each list ranks documents by their best passage), plus the
+        # document-level vectors; the passage shown is the best by RRF over passages.
+        assert vector is not None
+        fused: dict[str, float] = {}
+        passage_fused: dict[int, float] = {}
+        passages: dict[int, PassageLocation] = {}
+        for entries in ranked:
+            seen: set[str] = set()
+            for rank, (passage, _) in enumerate(entries, start=1):
+                passages[passage.id] = passage
+                passage_fused[passage.id] = passage_fused.get(passage.id, 0.0) \
+                    + 1.0 / (RRF_K + rank)
+                if passage.node_id not in seen:
+                    seen.add(passage.node_id)
+                    fused[passage.node_id] = fused.get(passage.node_id, 0.0) \
+                        + 1.0 / (RRF_K + len(seen))
+        for rank, node_id in enumerate(self._document_ranking(vector, depth), start=1):
+            fused[node_id] = fused.get(node_id, 0.0) + 1.0 / (RRF_K + rank)
+        best_passage: dict[str, tuple[float, PassageLocation]] = {}
+        for passage_id, score in passage_fused.items():
+            passage = passages[passage_id]
+            held = best_passage.get(passage.node_id)
+            if held is None or score > held[0]:
+                best_passage[passage.node_id] = (score, passage)
+        candidates = []
+        for node_id, score in fused.items():
+            held = best_passage.get(node_id)
+            candidates.append(_Candidate(node_id, score, held[1] if held else None,
+                                         held[0] if held else 0.0))
+        candidates.sort(key=lambda c: (-c.score, -c.passage_score, c.node_id))
+        return candidates
+
+    def _keyword(self, text: str, depth: int, *, raw_query: bool,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        match = text if raw_query else keyword_query(text)
+        if not match.strip():
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        from amalfa.errors import DatabaseError
+
+        try:
+            return self.db.keyword_passages(match, depth)
+        except DatabaseError as exc:
+            if not raw_query:
+                raise
+            raise ValueError(f"the FTS5 query {text!r} is not valid: {exc}") from None
+
+    def _document_ranking(self, vector: np.ndarray, depth: int) -> list[str]:
+        """Node ids by their document-level embedding, best first (ingested documents only)."""
+        hits = self._vectors("nodes").search_by_vector(vector, depth, threshold=-1.0)
+        return [hit.id for hit in hits if hit.meta.get("source")]
+
+    def _rerank(self, text: str, candidates: list[_Candidate]) -> list[_Candidate]:
+        if not candidates:
+            return candidates
+        if self._reranker is None:
+            from amalfa.reranker import Reranker
+
+            self._reranker = Reranker()  # ModelError with how to get one when there is none
+        documents = [candidate.passage.text if candidate.passage is not None else ""
+                     for candidate in candidates]
+        scores = self._reranker.score(text, documents)
+        rescored = [_Candidate(c.node_id, float(s), c.passage, c.passage_score)
+                    for c, s in zip(candidates, scores)]
+        rescored.sort(key=lambda c: -c.score)
+        return rescored
+
+    def _hits(self, text: str, candidates: list[_Candidate]) -> list[SearchHit]:
+        freshness = _Freshness(self.root)
+        hits = []
+        for candidate in candidates:
+            passage = candidate.passage
+            if passage is None:
+                passage = self._first_passage(candidate.node_id)
+            if passage is None:
+                node = self.db.get_node(candidate.node_id)
+                hits.append(SearchHit(
+                    id=candidate.node_id, score=candidate.score,
+                    title=None if node is None else node.label,
+                    source=None if node is None else node.meta.get("source"),
+                    snippet=None if node is None else node.summary, heading=None, line=None,
+                    line_end=None))
+                continue
+            stale = freshness.stale(passage)
+            hits.append(SearchHit(
+                id=passage.node_id, score=candidate.score, title=passage.title,
+                source=passage.source, snippet=snippet(passage.text, text),
+                heading=passage.heading,
+                line=None if stale else passage.line_start,
+                line_end=None if stale else passage.line_end,
+                stale=stale, passage_id=passage.id))
+        return hits
+
+    def _first_passage(self, node_id: str) -> PassageLocation | None:
+        rows = self.db.get_passages(node_id)
+        return self.db.locate_passages([rows[0].id])[0] if rows else None
+
+
+class _Freshness:
+    """Whether documents' files still hold what was ingested (each file hashed once)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._known: dict[str, bool] = {}
+
+    def stale(self, passage: PassageLocation) -> bool:
+        """True when the file is gone, unreadable, outside the project or changed since ingest."""
+        source = passage.source
+        if not source or passage.document_hash is None:
+            return True
+        if source not in self._known:
+            self._known[source] = self._differs(source, passage.document_hash)
+        return self._known[source]
+
+    def _differs(self, source: str, expected: str) -> bool:
+        path = Path(os.path.normpath(self.root / source))
+        if self.root not in path.parents:
+            return True  # a stored path leading outside the project: never read it
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return True
+        return digest.hexdigest() != expected
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """About ``width`` characters of ``text`` around where the query's words gather most.
+
+    Whitespace runs become one space; cut at word boundaries; an ellipsis marks each side that
+    was cut.
+    """
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    words = {w.casefold() for w in _WORD_RE.findall(query) if len(w) > 2}
+    positions = [m.start() for m in _WORD_RE.finditer(text) if m.group().casefold() in words]
+    start = 0
+    if positions:
+        best = -1
+        for candidate in positions:
+            begin = max(0, candidate - width // 5)
+            hits = sum(1 for p in positions if begin <= p < begin + width)
+            if hits > best:
+                best, start = hits, begin
+    end = min(len(text), start + width)
+    if end == len(text):
+        start = max(0, end - width)
+    if start > 0:
+        space = text.find(" ", start)
+        start = space + 1 if 0 <= space < start + 30 else start
+    if end < len(text):
+        space = text.rfind(" ", start, end)
+        end = space if space > start + width // 2 else end
+    piece = text[start:end].strip()
+    return ("\u2026" if start > 0 else "") + piece + ("\u2026" if end < len(text) else "")
+
