@@ -246,7 +246,7 @@ def test_progress_bar_only_on_a_terminal(project: Path, env: dict[str, str]) -> 
             shown += chunk
     finally:
         os.close(main_fd)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, shown
     assert re.search(rb"\rembedding \[#+\] 1/1 ", shown), shown
 
 
@@ -511,7 +511,8 @@ def test_command_modules_register_themselves() -> None:
     from amalfa.cli import command_modules
 
     modules = command_modules()
-    assert modules[:3] == ["init", "search", "stats"]  # ORDER puts the first steps first
+    assert modules[0] == "init"  # ORDER puts the first steps first
+    assert modules.index("search") < modules.index("stats") < modules.index("scratchpad")
     assert {"doctor", "checkpoint", "daemon", "scratchpad"} <= set(modules)
     assert not [name for name in modules if name.startswith("_")]
 

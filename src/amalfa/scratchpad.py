@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from amalfa._atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text
-from amalfa._text import format_size, utc_now_iso
+from amalfa._text import format_size, parse_json, utc_now_iso
 from amalfa.settings import ScratchpadSettings, Settings, load_settings
 
 __all__ = [
@@ -343,13 +343,11 @@ class _DamagedEntry(Exception):
 
 def _decode_entry(entry_id: str, raw: bytes) -> ScratchpadEntry:
     try:
-        data: Any = json.loads(raw.decode("utf-8"))
+        data: Any = parse_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise _DamagedEntry("not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise _DamagedEntry(f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
-        raise _DamagedEntry("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise _DamagedEntry(str(exc)) from None
     if not isinstance(data, dict):
         raise _DamagedEntry("not a JSON object")
     expected_types = {

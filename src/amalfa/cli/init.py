@@ -34,13 +34,7 @@ def register(commands: Commands) -> None:
 def cmd_init(ctx: Context) -> int:
     from amalfa.db import ResonanceDB
     from amalfa.ingest import DEFAULT_BATCH_SIZE, discover, ingest
-    from amalfa.stats import (
-        BASELINE_FILE_NAME,
-        IngestionStats,
-        Snapshot,
-        StatsLogger,
-        StatsTracker,
-    )
+    from amalfa.stats import record_ingest_run
 
     args = ctx.args
     settings = ctx.settings
@@ -57,7 +51,9 @@ def cmd_init(ctx: Context) -> int:
 
     fresh = not path.exists()
     embedder = ctx.embedder()
-    bar = ProgressBar("embedding", sys.stderr) if sys.stderr.isatty() else None
+    # files and passages on a terminal; nothing when stderr is piped or the output is JSON
+    bar = _IngestProgress("embedding", sys.stderr) if sys.stderr.isatty() and not ctx.json \
+        else None
     ctx.interrupt_hint = ("every batch written so far is kept; run `amalfa init` again to "
                           "finish")
     with ResonanceDB(path, create=True) as db:
@@ -70,25 +66,13 @@ def cmd_init(ctx: Context) -> int:
             if bar is not None:
                 bar.close()
         counts = db.get_stats()
+        passages, _ = db.count_passages()
     ctx.interrupt_hint = None
     if not result.files and not result.removed:  # a mistyped path: nothing to record
         raise nothing_found
 
-    snapshot = Snapshot(nodes=counts.nodes, edges=counts.edges, embeddings=counts.vectors,
-                        db_size_mb=round(counts.db_size_mb, 4), version=__version__)
-    tracker = StatsTracker(settings=settings)
-    validation = tracker.validate(snapshot)  # against the previous run, before recording this one
-    tracker.record(snapshot)
-    StatsLogger(settings=settings).log_init(
-        files=result.files, nodes=counts.nodes, edges=counts.edges,
-        duration_ms=round(result.seconds["total"] * 1000, 1), errors=len(result.skipped))
-    ingestion = IngestionStats(settings=settings)
-    result.record(ingestion)
-    baseline = settings.folders.base / BASELINE_FILE_NAME
-    mismatches = None
-    if baseline.is_file():  # no baseline is the normal case: verification is opt-in
-        ingestion.load_baseline(baseline)
-        mismatches = ingestion.verify_against_baseline()
+    run = record_ingest_run(settings, result, counts, version=__version__)
+    validation, ingestion, mismatches = run.validation, run.ingestion, run.mismatches
 
     if ctx.json:
         ctx.emit_json({
@@ -99,6 +83,8 @@ def cmd_init(ctx: Context) -> int:
             "skipped": [{"path": str(p), "reason": reason} for p, reason in result.skipped],
             "links": result.links_by_type(), "edges_added": result.edges_added,
             "edges_removed": result.edges_removed,
+            "passages": {"total": passages, "embedded": result.passages_embedded,
+                         "kept": result.passages_kept, "removed": result.passages_removed},
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "stats": counts.to_dict(),
             "validation": {"valid": validation.valid, "warnings": validation.warnings,
@@ -117,8 +103,10 @@ def cmd_init(ctx: Context) -> int:
               len(result.removed), len(result.skipped), result.edges_added,
               result.edges_removed]]))
         ctx.print()
-        ctx.print(f"Database: {counts.nodes} nodes, {counts.edges} edges, {counts.vectors} "
-                  f"embeddings, {format_size(counts.db_size_bytes)}")
+        ctx.print(f"Passages: {result.passages_embedded} embedded, {result.passages_kept} kept, "
+                  f"{result.passages_removed} removed")
+        ctx.print(f"Database: {counts.nodes} nodes, {passages} passages, {counts.edges} edges, "
+                  f"{counts.vectors} embeddings, {format_size(counts.db_size_bytes)}")
         for message in [*validation.errors, *validation.warnings]:
             ctx.print(f"  note: {message}")
         ctx.print()
@@ -127,3 +115,14 @@ def cmd_init(ctx: Context) -> int:
             ctx.print(ingestion.verification_table(mismatches))
     return EXIT_ERROR if mismatches else EXIT_OK
 
+
+class _IngestProgress(ProgressBar):
+    """The progress bar with the passages embedded so far after the file count:
+    ``embedding [####....] 12/40  3.1 files/s  310 passages``."""
+
+    def __call__(self, done: int, total: int, passages: int = 0) -> None:  # type: ignore[override]
+        drawn_at = self.last_draw
+        super().__call__(done, total)
+        if self.last_draw != drawn_at:  # the bar was redrawn: add the passages to its line
+            self.stream.write(f"  {passages} passages")
+            self.stream.flush()

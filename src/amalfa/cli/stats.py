@@ -25,12 +25,11 @@ def register(commands: Commands) -> None:
 
 
 def cmd_stats(ctx: Context) -> int:
-    from amalfa.ingest import recorded_model
     from amalfa.stats import StatsTracker
 
     with ctx.open_db(readonly=True) as db:
         counts = db.get_stats()
-        model = recorded_model(db)
+        model = db.recorded_model()
         dimensions = db.dimensions
     tracker = StatsTracker(settings=ctx.settings)
     history = tracker.all()
