@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from amalfa.errors import NodeNotFoundError, SourceReadError
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
 
-__all__ = ["NodeText", "parse_line_range", "read_node", "source_allowed"]
+__all__ = ["NodeText", "parse_line_range", "read_node", "source_allowed", "source_base"]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _LINE_RANGE = re.compile(r"\A\s*(\d*)\s*:\s*(\d*)\s*\Z")
@@ -74,31 +75,28 @@ def parse_line_range(spec: str) -> tuple[int | None, int | None]:
     return first, last
 
 
-def _source_base(source: str) -> PurePosixPath:
+def source_base(source: str) -> PurePosixPath:
     """The fixed folder (or file) part of a configured source: ``docs/**/*.md`` -> ``docs``."""
     parts = []
     for part in PurePosixPath(source.replace(os.sep, "/")).parts:
         if _GLOB_CHARS.search(part):
             break
         parts.append(part)
-    return PurePosixPath(os.path.normpath("/".join(parts) or "."))
+    return PurePosixPath(posixpath.normpath("/".join(parts) or "."))
 
 
-def source_allowed(source: str, sources: Iterable[str]) -> bool:
-    """Whether a stored ``source`` path (relative to the root) lies under a configured source."""
+def source_allowed(source: str, sources: Iterable[str],
+                   root: str | os.PathLike[str] = ".") -> bool:
+    """Whether a stored ``source`` path (relative to ``root``) lies under a configured source,
+    judged on the path as written with ``..`` folded (the ingest's own :class:`Scope` rule)."""
+    from amalfa.ingest.discover import Scope
+
     if not source or source.startswith(("/", "\\")) or os.path.isabs(source):
         return False
-    folded = os.path.normpath(source.replace("\\", "/"))
+    folded = posixpath.normpath(source.replace("\\", "/"))
     if folded == ".." or folded.startswith("../"):
         return False
-    path = PurePosixPath(folded)
-    for configured in sources:
-        base = _source_base(os.fspath(configured))
-        if str(base).startswith(".."):
-            continue
-        if base == PurePosixPath(".") or path == base or base in path.parents:
-            return True
-    return False
+    return Scope([os.fspath(item) for item in sources], Path(root)).contains(folded)
 
 
 def _body_start(lines: list[str]) -> int:
@@ -138,7 +136,7 @@ def read_node(db: ResonanceDB, node_id: str, *, root: str | os.PathLike[str],
         raise SourceReadError(f"node {node_id!r} has no source file (it was not ingested from "
                               "a file)")
     source_list = list(sources)
-    if not source_allowed(source, source_list):
+    if not source_allowed(source, source_list, root):
         raise SourceReadError(f"node {node_id!r}: its source {source!r} is outside the "
                               f"configured sources ({', '.join(source_list) or 'none'}); "
                               "refusing to read it")

@@ -32,6 +32,11 @@ _HINTS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str],
                         "AMALFA_MODEL_PATH to a folder with model.onnx and tokenizer.json"),
     (errors.DaemonError, "the daemon's log is .amalfa/logs/vector-daemon.log; "
                          "`amalfa daemon status` shows its state"),
+    (errors.WatcherRunningError, "stop the running `amalfa watch` first (Ctrl-C in its "
+                                 "terminal, or kill the pid named above)"),
+    (errors.NodeNotFoundError, "ids are listed by `amalfa search` (the id column)"),
+    (errors.SourceReadError, "run `amalfa init` (or keep `amalfa watch` running) so the graph "
+                             "matches the files"),
     (errors.BusyError, "another process holds the database; try again in a moment"),
     (errors.SchemaVersionError, "this database was written by a newer amalfa; upgrade amalfa"),
     ((errors.CorruptError, errors.NotADatabaseError),
