@@ -91,6 +91,9 @@ class SearchHit:
     line_end: int | None
     stale: bool = False
     passage_id: int | None = None
+    domain: str | None = None
+    type: str | None = None
+    date: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +121,16 @@ class _Candidate:
     score: float
     passage: PassageLocation | None
     passage_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Filter:
+    domain: str | None
+    type: str | None
+
+    def keeps(self, passage: PassageLocation) -> bool:
+        return ((self.domain is None or passage.domain == self.domain)
+                and (self.type is None or passage.type == self.type))
 
 
 class SearchEngine:
@@ -166,19 +179,22 @@ class SearchEngine:
     # -- searching ------------------------------------------------------------------------------
 
     def search(self, text: str, limit: int = 10, *, mode: SearchMode = "hybrid",
-               rerank: bool = False, raw_query: bool = False) -> list[SearchHit]:
+               rerank: bool = False, raw_query: bool = False, domain: str | None = None,
+               type: str | None = None) -> list[SearchHit]:
         """The ``limit`` best documents for ``text``, each with its best passage.
 
         ``raw_query`` hands ``text`` to FTS5 as a query expression (its own syntax; a syntax
-        error raises ValueError naming it). Raises ValueError for an unknown mode or an empty
-        query, TypeError for a non-integer limit.
+        error raises ValueError naming it). ``domain``/``type`` keep only documents of that
+        domain or type. Raises ValueError for an unknown mode or an empty query, TypeError for
+        a non-integer limit.
         """
-        return self.search_many([text], limit, mode=mode, rerank=rerank,
-                                raw_query=raw_query)[0]
+        return self.search_many([text], limit, mode=mode, rerank=rerank, raw_query=raw_query,
+                                domain=domain, type=type)[0]
 
     def search_many(self, texts: Sequence[str], limit: int = 10, *,
                     mode: SearchMode = "hybrid", rerank: bool = False,
-                    raw_query: bool = False) -> list[list[SearchHit]]:
+                    raw_query: bool = False, domain: str | None = None,
+                    type: str | None = None) -> list[list[SearchHit]]:
         """:meth:`search` for many queries, in order; their embeddings are made in one batch."""
         limit = _check_limit(limit)
         if mode not in MODES:
@@ -198,17 +214,19 @@ class SearchEngine:
         if mode != "keyword":
             vectors = self.embedder.embed_batch(queries)
         depth = max(CANDIDATES, 5 * limit)
+        wanted = _Filter(domain, type)
         out = []
         for index, text in enumerate(queries):
             candidates = self._candidates(text, None if vectors is None else vectors[index],
-                                          mode=mode, depth=depth, raw_query=raw_query)
+                                          mode=mode, depth=depth, raw_query=raw_query,
+                                          wanted=wanted)
             if rerank:
                 candidates = self._rerank(text, candidates[:RERANK_DEPTH * limit])
             out.append(self._hits(text, candidates[:limit]))
         return out
 
     def _candidates(self, text: str, vector: np.ndarray | None, *, mode: str, depth: int,
-                    raw_query: bool) -> list[_Candidate]:
+                    raw_query: bool, wanted: _Filter) -> list[_Candidate]:
         lists: list[tuple[np.ndarray, np.ndarray]] = []
         if mode in ("vector", "hybrid"):
             assert vector is not None
@@ -220,8 +238,8 @@ class SearchEngine:
 
         ranked: list[list[tuple[PassageLocation, float]]] = []
         for ids, scores in lists:
-            ranked.append([(located[int(r)], float(s)) for r, s in zip(ids, scores)
-                           if located.get(int(r)) is not None])  # type: ignore[misc]
+            entries = [(located.get(int(r)), float(s)) for r, s in zip(ids, scores)]
+            ranked.append([(p, s) for p, s in entries if p is not None and wanted.keeps(p)])
         if mode != "hybrid":
             # one list: a document's score is its best passage's
             best: dict[str, _Candidate] = {}
@@ -246,7 +264,7 @@ class SearchEngine:
                     seen.add(passage.node_id)
                     fused[passage.node_id] = fused.get(passage.node_id, 0.0) \
                         + 1.0 / (RRF_K + len(seen))
-        for rank, node_id in enumerate(self._document_ranking(vector, depth), start=1):
+        for rank, node_id in enumerate(self._document_ranking(vector, depth, wanted), start=1):
             fused[node_id] = fused.get(node_id, 0.0) + 1.0 / (RRF_K + rank)
         best_passage: dict[str, tuple[float, PassageLocation]] = {}
         for passage_id, score in passage_fused.items():
@@ -276,9 +294,10 @@ class SearchEngine:
                 raise
             raise ValueError(f"the FTS5 query {text!r} is not valid: {exc}") from None
 
-    def _document_ranking(self, vector: np.ndarray, depth: int) -> list[str]:
+    def _document_ranking(self, vector: np.ndarray, depth: int, wanted: _Filter) -> list[str]:
         """Node ids by their document-level embedding, best first (ingested documents only)."""
-        hits = self._vectors("nodes").search_by_vector(vector, depth, threshold=-1.0)
+        hits = self._vectors("nodes").search_by_vector(vector, depth, threshold=-1.0,
+                                                       domain=wanted.domain, type=wanted.type)
         return [hit.id for hit in hits if hit.meta.get("source")]
 
     def _rerank(self, text: str, candidates: list[_Candidate]) -> list[_Candidate]:
@@ -310,7 +329,9 @@ class SearchEngine:
                     title=None if node is None else node.label,
                     source=None if node is None else node.meta.get("source"),
                     snippet=None if node is None else node.summary, heading=None, line=None,
-                    line_end=None))
+                    line_end=None, domain=None if node is None else node.domain,
+                    type=None if node is None else node.type,
+                    date=None if node is None else node.date))
                 continue
             stale = freshness.stale(passage)
             hits.append(SearchHit(
@@ -319,7 +340,8 @@ class SearchEngine:
                 heading=passage.heading,
                 line=None if stale else passage.line_start,
                 line_end=None if stale else passage.line_end,
-                stale=stale, passage_id=passage.id))
+                stale=stale, passage_id=passage.id, domain=passage.domain, type=passage.type,
+                date=passage.date))
         return hits
 
     def _first_passage(self, node_id: str) -> PassageLocation | None:

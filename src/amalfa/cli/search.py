@@ -15,6 +15,7 @@ from typing import Any
 
 from amalfa.cli._context import Context
 from amalfa.cli._errors import EXIT_OK, EXIT_USAGE
+from amalfa.cli.graph import add_expand_option, expansion_rows, render_expansions
 from amalfa.cli._output import show_path
 from amalfa.cli._parsing import Commands, positive_int
 from amalfa.errors import CommandError
@@ -50,6 +51,7 @@ def register(commands: Commands) -> None:
     search.add_argument("--domain", metavar="D", help="only documents of this domain")
     search.add_argument("--type", metavar="T", dest="node_type",
                         help="only documents of this type")
+    add_expand_option(search)
 
 
 def cmd_search(ctx: Context) -> int:
@@ -92,14 +94,15 @@ def cmd_search(ctx: Context) -> int:
             hits = engine.search(queries[0], args.limit, **options)
         except ValueError as exc:
             raise CommandError(str(exc), hint=_QUERY_HINT, status=EXIT_USAGE) from None
+        expanded = expansion_rows(db, hits, args.expand)
     rows = [_row(hit) for hit in hits]
     if ctx.json:
-        ctx.emit_json(rows)
+        ctx.emit_json(rows + expanded)
         return EXIT_OK
     if not rows:
         ctx.print("No matches.")
         return EXIT_OK
-    ctx.print(_render_hits(rows))
+    ctx.print(_render_hits(rows) + render_expansions(expanded))
     return EXIT_OK
 
 

@@ -48,7 +48,8 @@ _KEYWORD = (
 )
 _LOCATE = (
     "SELECT p.id, p.node_id, p.ordinal, p.heading, p.line_start, p.line_end, p.hash, p.text, "
-    "n.title, n.hash, CASE WHEN json_valid(n.meta) THEN json_extract(n.meta, '$.source') END "
+    "n.title, n.hash, CASE WHEN json_valid(n.meta) THEN json_extract(n.meta, '$.source') END, "
+    "n.domain, n.type, n.date "
     "FROM passages AS p JOIN nodes AS n ON n.id = p.node_id WHERE p.id = ?"
 )
 
@@ -69,7 +70,7 @@ class PassageRow:
 @dataclass(frozen=True, slots=True)
 class PassageLocation:
     """Where a passage is: its row, its text as indexed, its document (id, title, source path,
-    file hash at ingest) and its line range in that file."""
+    file hash at ingest, domain, type, date) and its line range in that file."""
 
     id: int
     node_id: str
@@ -82,6 +83,9 @@ class PassageLocation:
     title: str | None
     document_hash: str | None
     source: str | None
+    domain: str | None = None
+    type: str | None = None
+    date: str | None = None
 
 
 class PassageStore:
