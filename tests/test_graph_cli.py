@@ -89,3 +89,22 @@ def test_related_leaves_the_node_out_and_ranks_by_meaning(root: Path) -> None:
     assert ids[0] == "docs-b"  # sailing boats ~ sailing ships
     assert [row["score"] for row in rows] == sorted((row["score"] for row in rows), reverse=True)
     assert "no node with id" in amalfa(root, "related", "zzz", expect=1).stderr
+
+
+def test_search_expand_adds_linked_documents_marked_and_decayed(root: Path) -> None:
+    rows = json.loads(amalfa(root, "search", "Alpha talks about sailing boats", "-k", "1",
+                             "--expand", "1", "--json").stdout)
+    hits = [row for row in rows if not row.get("expansion")]
+    expansions = [row for row in rows if row.get("expansion")]
+    assert [hit["id"] for hit in hits] == ["docs-a"]
+    assert {row["id"] for row in expansions} == {"docs-b", "docs-c"}  # a -> b and c -> a
+    for row in expansions:
+        assert row["expanded_from"] == "docs-a" and row["hops"] == 1
+        assert row["score"] == pytest.approx(hits[0]["score"] * 0.5, abs=1e-3)
+    text = amalfa(root, "search", "Alpha talks about sailing boats", "-k", "1",
+                  "--expand", "1").stdout
+    assert "Linked to the hits" in text and "(1 link from docs-a)" in text
+    plain = json.loads(amalfa(root, "search", "Alpha talks about sailing boats", "-k", "1",
+                              "--json").stdout)
+    assert not any(row.get("expansion") for row in plain)
+    assert "at most 10 links" in amalfa(root, "search", "x", "--expand", "11", expect=2).stderr

@@ -83,18 +83,20 @@ def _text(result: Any) -> str:
 
 
 def test_lists_the_tools_and_answers_search_read_explore(corpus) -> None:
-    names, (search, read, explore, related, stats) = _drive(corpus, [
+    names, (search, read, explore, related, stats, expanded) = _drive(corpus, [
         ("search", {"query": "where does the heron nest", "limit": 3}),
         ("read", {"node_id": "docs-heron"}),
         ("explore", {"node_id": "docs-heron", "depth": 2}),
         ("related", {"node_id": "docs-bridge", "k": 2}),
         ("stats", {}),
+        ("search", {"query": "where does the heron nest", "limit": 1, "expand": 1}),
     ])
     assert set(TOOL_NAMES) <= set(names)
     for result in (search, read, explore, related, stats):
         assert not result.is_error, _text(result)
     hits = json.loads(_text(search))
     assert hits[0]["id"] == "docs-heron" and hits[0]["source"] == "docs/heron.md"
+    assert UNIQUE[:20] in hits[0]["snippet"] and hits[0]["line"] == 6  # the passage's line
     text = _text(read)
     assert UNIQUE in text and "title: Heron" not in text  # front matter off
     graph = json.loads(_text(explore))
@@ -105,6 +107,10 @@ def test_lists_the_tools_and_answers_search_read_explore(corpus) -> None:
     assert all(edge["type"] for edge in graph["edges"])
     assert "docs-bridge" not in [hit["id"] for hit in json.loads(_text(related))]
     assert json.loads(_text(stats))["nodes"] == len(DOCS)
+    rows = json.loads(_text(expanded))
+    assert rows[0]["id"] == "docs-heron" and not rows[0].get("expansion")
+    assert {row["id"] for row in rows[1:]} == {"docs-bridge", "docs-tides"}
+    assert all(row["expansion"] and row["hops"] == 1 for row in rows[1:])
 
 
 def test_large_output_comes_back_as_a_scratchpad_reference(corpus) -> None:

@@ -70,21 +70,29 @@ class GraphTools:
         self.scratchpad = scratchpad
         self._embedder = embedder
         self._engine: Any = None
+        self._search: Any = None
         self._lock = threading.Lock()
 
     def _vectors(self) -> Any:
         from amalfa.vectors import VectorEngine
 
         if self._engine is None:
-            self._engine = VectorEngine(self.db, embedder=self._embedder)
+            self._engine = VectorEngine(self.db)
         return self._engine
+
+    def _searcher(self) -> Any:
+        from amalfa.search import SearchEngine
+
+        if self._search is None:
+            self._search = SearchEngine(self.db, embedder=self._embedding_model(),
+                                        root=self.settings.root)
+        return self._search
 
     def _embedding_model(self) -> Embedder:
         if self._embedder is None:
             from amalfa._model_choice import embedder_for
-            from amalfa.ingest import recorded_model
 
-            self._embedder = embedder_for(self.settings, recorded_model(self.db))
+            self._embedder = embedder_for(self.settings, self.db.recorded_model())
         return self._embedder
 
     def _cached(self, tool: str, content: str) -> str:
@@ -108,14 +116,17 @@ class GraphTools:
 
     # -- the tools ------------------------------------------------------------------------------
 
-    def search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 10, mode: str = "hybrid",
+               expand: int = 0) -> list[dict[str, Any]]:
+        from amalfa.related import expand_hits
+
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query is empty: ask in plain words")
         _check_positive(limit, "limit", 100)
-        vector = self._embedding_model().embed(query.strip())
-        hits = self._vectors().search_by_vector(vector, limit)
-        return [{"id": hit.id, "score": round(float(hit.score), 4), "title": hit.title,
-                 "source": hit.meta.get("source"), "date": hit.date} for hit in hits]
+        hits = self._searcher().search(query.strip(), limit, mode=mode)
+        rows = [{**hit.to_dict(), "score": round(float(hit.score), 4)} for hit in hits]
+        expanded = expand_hits(self.db, [(hit.id, float(hit.score)) for hit in hits], expand)
+        return rows + [item.to_dict() for item in expanded]
 
     def read(self, node_id: str, lines: str | None = None, raw: bool = False) -> str:
         from amalfa.reader import read_node
@@ -176,9 +187,12 @@ def build_server(tools: GraphTools) -> MCPServer:
             # the agent reads the message and can correct its call; the server keeps serving
             raise ToolError(f"{tool}: {exc}") from None
 
-    def search(query: str, limit: int = 10) -> str:
-        """Find documents by meaning: the best `limit` matches (id, score, title, source)."""
-        return call("search", lambda: tools.search(query, limit))
+    def search(query: str, limit: int = 10, mode: str = "hybrid", expand: int = 0) -> str:
+        """Find the documents that answer a question: the best `limit`, each with its best
+        passage (heading, line, snippet; `read` with lines="A:B" prints it). `mode`: hybrid
+        (meaning and keywords), vector or keyword. `expand` N also lists the documents up to N
+        links from the hits (score x 0.5 per link), marked "expansion": true."""
+        return call("search", lambda: tools.search(query, limit, mode, expand))
 
     def read(node_id: str, lines: str | None = None, raw: bool = False) -> str:
         """A document's text from its source file. `lines` "A:B" gives file lines A to B (as a

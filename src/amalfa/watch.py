@@ -215,9 +215,8 @@ class Watcher:
     def _embedding_model(self, db: ResonanceDB) -> Embedder:
         if self._embedder is None:
             from amalfa._model_choice import embedder_for
-            from amalfa.ingest import recorded_model
 
-            self._embedder = embedder_for(self.settings, recorded_model(db))
+            self._embedder = embedder_for(self.settings, db.recorded_model())
         return self._embedder
 
     def sync(self, db: ResonanceDB, changes: list[tuple[str, str]]) -> WatchBatch:

@@ -31,6 +31,37 @@ def _depth(text: str) -> int:
     return value
 
 
+def add_expand_option(parser: argparse.ArgumentParser) -> None:
+    """``--expand N`` for ``amalfa search`` (whose module calls this)."""
+    parser.add_argument("--expand", type=_depth, default=0, metavar="N",
+                        help="also list the documents linked to the hits, up to N links away "
+                             "(score x 0.5 per link), marked as expansions")
+
+
+def expansion_rows(db: Any, hits: list[Any], hops: int) -> list[dict[str, Any]]:
+    """The linked neighbours of search ``hits`` as rows (none when ``hops`` is 0)."""
+    from amalfa.related import MAX_EXPAND_HOPS, expand_hits
+
+    if hops > MAX_EXPAND_HOPS:
+        raise CommandError(f"--expand {hops} is too far: at most {MAX_EXPAND_HOPS} links",
+                           hint="--expand 1 adds the documents linked to each hit",
+                           status=EXIT_USAGE)
+    return [item.to_dict() for item in
+            expand_hits(db, [(hit.id, float(hit.score)) for hit in hits], hops)]
+
+
+def render_expansions(rows: list[dict[str, Any]]) -> str:
+    """The expansions under the hits: score, title, id, source and the hit they came from."""
+    if not rows:
+        return ""
+    lines = ["", "", "Linked to the hits (expansions; score x 0.5 per link):"]
+    for row in rows:
+        links = "link" if row["hops"] == 1 else "links"
+        lines.append(f"+  {row['score']:.3f}  {row['title'] or row['id']}  [{row['id']}]  "
+                     f"{row['source'] or ''}  ({row['hops']} {links} from {row['expanded_from']})")
+    return "\n".join(lines)
+
+
 def register(commands: Commands) -> None:
     read = commands.add(
         "read", "print a document's text from its source file",
