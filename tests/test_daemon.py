@@ -383,19 +383,21 @@ def test_start_on_a_busy_port_fails_clearly(root: Path) -> None:
 
 
 def test_command_line(root: Path) -> None:
+    # `python -m amalfa.daemon ARGS` is `amalfa daemon ARGS`: one command line, one set of rules
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    result = subprocess.run([sys.executable, "-m", "amalfa.daemon", "status", "--root", str(root)],
+    result = subprocess.run([sys.executable, "-m", "amalfa.daemon", "status", "--json",
+                             "--root", str(root)],
                             capture_output=True, text=True, env=env, timeout=60, check=False)
     assert result.returncode == 3  # not running
     assert json.loads(result.stdout)["running"] is False
     assert daemon.main(["status", "--root", str(root)]) == 3
-    with pytest.raises(SystemExit):
-        daemon.main(["restart"])
+    assert daemon.main(["restart"]) == 2  # a usage error
     bad_port = {**env, "VECTOR_PORT": "http"}
     result = subprocess.run([sys.executable, "-m", "amalfa.daemon", "start", "--root", str(root)],
                             capture_output=True, text=True, env=bad_port, timeout=60,
                             check=False)
     assert result.returncode == 1 and "VECTOR_PORT must be a port number" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _wait_for_pid_file(root: Path, process: subprocess.Popen, timeout: float = 60
@@ -417,3 +419,43 @@ def _wait_for_ready(port: int, timeout: float = 60) -> dict[str, Any]:
             return body
         time.sleep(0.05)
     raise AssertionError("daemon never ready")
+
+
+def _folder_model(folder: Path, embedder: Embedder) -> Path:
+    """The embedded model as a model folder: another model name, the same 384-d vectors."""
+    folder.mkdir()
+    (folder / "model.onnx").symlink_to(embedder.files.onnx_path)
+    (folder / "tokenizer.json").write_text(embedder.files.tokenizer_text(), encoding="utf-8")
+    return folder.resolve()
+
+
+@pytest.mark.slow
+def test_the_daemon_serves_the_settings_model_unless_told_otherwise(
+        root: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AMALFA_SETTINGS", raising=False)
+    model = _folder_model(root / "project-model", embedder)
+    (root / "amalfa.settings.json").write_text(
+        json.dumps({"embeddings": {"model": str(model)}}), encoding="utf-8")
+    report = daemon.start(port=0, root=root, timeout=120)
+    try:
+        assert report["ready"] and report["model"] == str(model)
+        # a client of this project embeds with the same model, so it takes the daemon's reply
+        _, health, _ = request(report["port"], "GET", "/health")
+        assert health["model"] == Embedder(model).model_name
+    finally:
+        daemon.stop(root=root)
+
+    report = daemon.start(port=0, root=root, model=embedder.model_name, timeout=120)
+    try:
+        assert report["model"] == embedder.model_name  # --model wins over the settings
+    finally:
+        daemon.stop(root=root)
+
+
+def test_a_daemon_with_bad_settings_does_not_start(root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AMALFA_SETTINGS", raising=False)
+    (root / "amalfa.settings.json").write_text('{"embeddings": {"model": 5}}', encoding="utf-8")
+    with pytest.raises(DaemonError, match=r"(?s)exited with code 1.*embeddings\.model"):
+        daemon.start(port=0, root=root, timeout=60)
+    assert not _pid_file(root).exists()

@@ -45,12 +45,18 @@ __all__ = [
     "ScratchpadSettings",
     "Settings",
     "WatchSettings",
+    "DEFAULT_VECTOR_PORT",
+    "VECTOR_PORT_ENV_VAR",
     "get_folders",
     "load_settings",
+    "vector_port",
 ]
 
 SETTINGS_FILE_NAME = "amalfa.settings.json"
 SETTINGS_ENV_VAR = "AMALFA_SETTINGS"
+#: The vector daemon's port on 127.0.0.1 when $VECTOR_PORT does not name one.
+DEFAULT_VECTOR_PORT = 3010
+VECTOR_PORT_ENV_VAR = "VECTOR_PORT"
 
 # The default sources when the file names none (the original fell back to ./docs as well).
 _DEFAULT_SOURCES = ("./docs",)
@@ -357,6 +363,21 @@ def _choose_file(path: str | Path | None, root: Path) -> tuple[Path, bool]:
     if from_env:
         return Path(from_env).expanduser(), True
     return root / SETTINGS_FILE_NAME, False
+
+
+def vector_port(environ: Mapping[str, str] | None = None) -> int:
+    """The vector daemon's port: ``$VECTOR_PORT`` (decimal digits, 1..65535), or
+    :data:`DEFAULT_VECTOR_PORT` when it is unset or blank. Anything else raises
+    :class:`~amalfa.errors.SettingsError` naming the value; the daemon refuses to start on it and
+    the embedder's client does not ask a daemon at all. The one parser of the variable, so the
+    daemon and its clients always agree on the port."""
+    raw = (os.environ if environ is None else environ).get(VECTOR_PORT_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_VECTOR_PORT
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
+        raise SettingsError(f"{VECTOR_PORT_ENV_VAR} must be a port number (1..65535); "
+                            f"got {raw!r}")
+    return int(raw)
 
 
 def load_settings(path: str | Path | None = None, *, root: str | Path | None = None) -> Settings:

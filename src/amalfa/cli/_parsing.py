@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from amalfa.cli._errors import EXIT_USAGE, print_error
+from amalfa.limits import PORT, RESULTS, IntRange
 
 if TYPE_CHECKING:
     from amalfa.cli._context import Context
@@ -23,23 +24,19 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def positive_int(text: str) -> int:
-    """An argument type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+# Argument types: a whole number in its range (amalfa.limits), checked at parse time so that no
+# number reaches C unchecked; a bad one is a usage error stating the range.
+#: A count of results or items, 1 to 2**31 - 1.
+positive_int = RESULTS.argparse()
+#: A TCP port, 1 to 65535.
+port = IntRange(1, PORT.high, "port").argparse()
 
 
-def port(text: str) -> int:
-    """An argument type: a TCP port, 1 to 65535."""
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
+def listen_port(text: str) -> int:
+    """An argument type: a TCP port to listen on, 0 to 65535 (0: the system picks a free one)."""
+    if text.strip() == "0":
+        return 0
+    return port(text)
 
 
 def common_options(*, suppress: bool) -> argparse.ArgumentParser:

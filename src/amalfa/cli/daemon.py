@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amalfa.cli._context import Context
 from amalfa.cli._errors import EXIT_NOT_RUNNING, EXIT_OK
-from amalfa.cli._parsing import Commands, port
+from amalfa.cli._parsing import Commands, listen_port
 
 ORDER = 60
 
@@ -27,9 +27,17 @@ def register(commands: Commands) -> None:
          "Run the daemon in this process until Ctrl-C or SIGTERM (for service managers)."),
     ):
         action = actions.add(name, help_text, description, cmd_daemon)
+        action.add_argument("--root", metavar="DIR", default=None,
+                            help="the project folder whose .amalfa/ holds the daemon's pid and "
+                                 "log files (default: the settings' root)")
         if name in ("start", "serve"):
-            action.add_argument("--port", type=port, default=None,
-                                help="the TCP port on 127.0.0.1 (default: $VECTOR_PORT or 3010)")
+            action.add_argument("--port", type=listen_port, default=None,
+                                help="the TCP port on 127.0.0.1; 0 picks a free one (default: "
+                                     "$VECTOR_PORT or 3010)")
+            action.add_argument("--model", metavar="NAME_OR_DIR", default=None,
+                                help="the embedding model to serve: a model name or a folder "
+                                     "with model.onnx and tokenizer.json (default: the "
+                                     "settings' embeddings.model)")
 
 
 def cmd_daemon(ctx: Context) -> int:
@@ -38,11 +46,11 @@ def cmd_daemon(ctx: Context) -> int:
     from amalfa import daemon
 
     action = ctx.args.daemon_command
-    root = ctx.settings.root
+    root = ctx.args.root or ctx.settings.root
     if action == "serve":
-        return int(daemon.serve(port=ctx.args.port, root=root))
+        return int(daemon.serve(port=ctx.args.port, root=root, model=ctx.args.model))
     if action == "start":
-        report = daemon.start(port=ctx.args.port, root=root)
+        report = daemon.start(port=ctx.args.port, root=root, model=ctx.args.model)
         text = ("already running: " if report.get("already_running") else "started: ") + \
             daemon.describe_status(report)
         status = EXIT_OK
