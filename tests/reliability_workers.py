@@ -456,6 +456,10 @@ def role_kernels(opts: dict[str, Any]) -> None:
     filled, skipped, pending = kernels.load_matrix(
         conn.prepare("SELECT id, embedding FROM v ORDER BY id"), out, rowids)
     assert filled == n and skipped == 7 and not pending, (filled, skipped, pending)
+    noted = np.full(4, -1, np.int64)  # room for fewer skipped ids than there are
+    filled, skipped, pending = kernels.load_matrix(
+        conn.prepare("SELECT id, embedding FROM v ORDER BY id"), out, rowids, skipped_ids=noted)
+    assert skipped == 7 and noted.tolist() == [n, n + 1, n + 2, n + 3], noted
     small = np.empty((10, dim), dtype=np.float32)
     filled, skipped, pending = kernels.load_matrix(
         conn.prepare("SELECT id, embedding FROM v ORDER BY id"), small, np.empty(10, np.int64))
@@ -478,15 +482,16 @@ def role_kernels(opts: dict[str, Any]) -> None:
     conn.close()
     print("KERNELS-OK", flush=True)
     if opts.get("control"):
-        # a deliberate out-of-bounds read (the kernels trust their caller: a 64-d matrix with an
-        # 8-d query reads past the query), so the test can see that memcheck reports ours; on a
-        # thread named for it, so its reports are told apart from any real ones
+        # a deliberate out-of-bounds read (dot trusts its caller to pass equal lengths: a 64-d
+        # vector with an 8-d one reads past the shorter; the matrix kernels check the query's
+        # dimension now), so the test can see that memcheck reports ours; on a thread named for
+        # it, so its reports are told apart from any real ones
         import ctypes
         import threading
 
         def control() -> None:
             ctypes.CDLL(None).prctl(15, b"amalfa-control", 0, 0, 0)  # PR_SET_NAME
-            kernels.topk_matrix(np.ones((4, 64), np.float32), np.ones(8, np.float32), 2)
+            kernels.dot(np.ones(64, np.float32), np.ones(8, np.float32))
 
         thread = threading.Thread(target=control)
         thread.start()

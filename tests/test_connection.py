@@ -364,3 +364,85 @@ def test_main_module_imports_lazily():
         [sys.executable, "-c", "import sys, amalfa; print('numpy' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- issue 12: core safety ------------------------------------------------------------------------
+
+
+def test_a_failing_bind_leaves_no_pointer_to_released_buffers(conn):
+    """bind() used to drop the buffers it held before rebinding: when a later parameter failed,
+    the earlier bindings still pointed (SQLITE_STATIC) at freed memory."""
+    stmt = conn.prepare("SELECT ?, ?")
+    stmt.bind((b"A" * 4096, bytearray(b"B" * 4096)))
+    with pytest.raises(TypeError, match="parameter 2"):
+        stmt.bind((b"C" * 4096, object()))
+    gc.collect()
+    for _ in range(50):  # reuse the freed memory
+        bytearray(b"Z" * 4096)
+    assert stmt.step()
+    assert stmt.row() == (None, None)  # the failed bind cleared every parameter
+    stmt.reset()
+    stmt.bind((b"ok", b"fine"))
+    assert stmt.execute((b"ok", b"fine")) == [(b"ok", b"fine")]
+
+
+def test_an_error_message_is_the_failing_calls_own_under_threads(tmp_path):
+    """The message was read after the GIL was taken back, when another thread could already
+    have used the shared connection and replaced it with its own."""
+    conn = Connection(tmp_path / "shared.db")
+    wrong: list[str] = []
+
+    def hammer(table: str) -> None:
+        for _ in range(3000):
+            try:
+                conn.execute(f"SELECT * FROM {table}")
+            except errors.DatabaseError as exc:
+                if table not in str(exc):
+                    wrong.append(str(exc))
+            try:
+                conn.execute(f"INSERT INTO {table} VALUES (1)")
+            except errors.DatabaseError as exc:
+                if table not in str(exc):
+                    wrong.append(str(exc))
+
+    threads = [threading.Thread(target=hammer, args=(f"missing_{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conn.close()
+    assert wrong == []
+
+
+def test_sqlite_abort_is_not_an_interrupt(conn):
+    """SQLITE_ABORT (here SQLITE_ABORT_ROLLBACK: a read cut off by a ROLLBACK that undid a schema
+    change) used to map to InterruptError, which callers treat as 'someone asked us to stop'."""
+    conn.execute("CREATE TABLE guarded (x)")
+    conn.executemany("INSERT INTO guarded VALUES (?)", [(1,), (2,), (3,)])
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE scratch (y)")
+    reading = conn.prepare_uncached("SELECT x FROM guarded")
+    assert reading.step()
+    conn.execute("ROLLBACK")
+    with pytest.raises(errors.AbortError) as caught:
+        reading.step()
+    assert not isinstance(caught.value, errors.InterruptError)
+    assert caught.value.result == 4 and caught.value.extended_result == 4 | (2 << 8)
+
+
+def test_backup_onto_a_locked_target_raises_and_leaves_the_target_whole(tmp_path):
+    source = Connection(tmp_path / "src.db")
+    source.execute("CREATE TABLE t (x)")
+    source.execute("INSERT INTO t VALUES (1)")
+    target = tmp_path / "target.db"
+    holder = Connection(target)
+    holder.execute("CREATE TABLE keep (y)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(errors.BusyError, match="target.db"):
+            source.backup_to(target)
+    finally:
+        holder.execute("COMMIT")
+    assert holder.execute("SELECT name FROM sqlite_schema") == [("keep",)]
+    holder.close()
+    source.close()

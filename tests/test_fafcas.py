@@ -324,3 +324,39 @@ def test_scan_heap_grows_past_its_first_capacity(tmp_path):
     assert len(rowids) == 2500 and skipped == 0
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     conn.close()
+
+
+# -- issue 12: core safety ------------------------------------------------------------------------
+
+
+def test_batch_and_all_scores_kernels_check_the_query_dimension():
+    m = unit_rows(10, 16)
+    with pytest.raises(ValueError, match="dimension 8; the matrix holds 16-d"):
+        kernels.topk_matrix_batch(m, np.ones((2, 8), np.float32), 3)
+    with pytest.raises(ValueError, match="dimension 8; the matrix holds 16-d"):
+        kernels.topk_matrix(m, np.ones(8, np.float32), 3)
+    with pytest.raises(ValueError, match="dimension 32; the matrix holds 16-d"):
+        kernels.scores_matrix(m, np.ones(32, np.float32))
+    with pytest.raises(ValueError, match="dimension"):  # also when there are no rows
+        kernels.topk_matrix_batch(m[:0], np.ones((1, 8), np.float32), 3)
+
+
+def test_load_matrix_refuses_an_ids_array_shorter_than_the_matrix(vector_table):
+    conn, _ = vector_table
+    stmt = conn.prepare("SELECT rowid, embedding FROM nodes ORDER BY rowid")
+    ids = np.zeros(20, np.int64)
+    guard = ids[10:]  # memory just past the 10 ids handed over must stay untouched
+    with pytest.raises(ValueError, match="ids holds 10 entries but out has 500 rows"):
+        kernels.load_matrix(stmt, np.empty((500, 32), np.float32), ids[:10])
+    assert not guard.any()
+
+
+def test_load_matrix_notes_the_ids_of_skipped_rows(vector_table):
+    conn, m = vector_table
+    conn.execute("UPDATE nodes SET embedding = x'01' WHERE rowid IN (3, 7)")
+    noted = np.full(5, -1, np.int64)
+    out = np.empty((500, 32), np.float32)
+    filled, skipped, _ = kernels.load_matrix(
+        conn.prepare("SELECT rowid, embedding FROM nodes ORDER BY rowid"), out,
+        np.empty(500, np.int64), skipped_ids=noted)
+    assert (filled, skipped) == (498, 2) and noted[:2].tolist() == [3, 7]

@@ -302,3 +302,18 @@ class WatcherRunningError(AmalfaError):
 
 
 __all__ += ["NodeNotFoundError", "SourceReadError", "WatcherRunningError"]
+
+
+class AbortError(DatabaseError):
+    """SQLITE_ABORT: a statement cut off, e.g. a read whose transaction a ROLLBACK undid
+    (SQLITE_ABORT_ROLLBACK). Not an interrupt: nobody asked the statement to stop. Raised by
+    the compiled core for code 4 (``exception_for``'s table still maps 4 to InterruptError).
+    """
+
+
+class NoMemError(DatabaseError, MemoryError):
+    """SQLITE_NOMEM: SQLite could not allocate memory (raised by the compiled core for code 7,
+    a scan included: it stops with this rather than return partial results)."""
+
+
+__all__ += ["AbortError", "NoMemError"]

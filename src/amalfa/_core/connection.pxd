@@ -42,14 +42,18 @@ cdef class Statement:
     cdef int _check_column(self, int i) except -1
     cdef int _bind_one(self, int index, object value) except -1
     cpdef bind(self, object params)
+    cdef int _bind_all(self, object params) except -1
     cpdef bint step(self) except -1
     cpdef reset(self)
     cpdef tuple row(self)
     cdef object _column_value(self, int i)
 
 
-# Row access for C-level scans (no Python objects, callable without the GIL).
-cdef int row_step(sqlite3_stmt *stmt) noexcept nogil
+# Row access for C-level scans (no Python objects, callable without the GIL). row_step captures
+# a failure's code and message under the connection's mutex, before another thread can use it.
+cdef int row_step(sqlite3_stmt *stmt, int *extended, char **message) noexcept nogil
+# raises for a failure captured by row_step (frees the message)
+cdef int raise_captured(int rc, int extended, char *message) except -1
 cdef sqlite3_int64 row_int64(sqlite3_stmt *stmt, int column) noexcept nogil
 cdef const void *row_blob(sqlite3_stmt *stmt, int column) noexcept nogil
 cdef int row_bytes(sqlite3_stmt *stmt, int column) noexcept nogil

@@ -24,6 +24,10 @@ from amalfa import errors as _errors
 
 cdef extern from "amalfa_sqlite.h" nogil:
     int amalfa_fair_busy_timeout(sqlite3 *db, int milliseconds)
+    int amalfa_step(sqlite3_stmt *stmt, int *extended, char **message)
+    int amalfa_prepare(sqlite3 *db, const char *sql, int nbytes, unsigned int flags,
+                       sqlite3_stmt **stmt, const char **tail, int *extended, char **message)
+    int amalfa_exec(sqlite3 *db, const char *sql, int *extended, char **message)
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
@@ -52,6 +56,32 @@ def compile_options():
             return out
         out.append(opt.decode("ascii"))
         i += 1
+
+
+cdef object _exception(int code, str message):
+    """The exception for a result code: as amalfa.errors maps it, except SQLITE_ABORT (a
+    statement aborted by a rollback or a trigger's RAISE(ABORT)), which is not an interrupt, and
+    SQLITE_NOMEM, which is also a MemoryError."""
+    if (code & 0xff) == SQLITE_ABORT:
+        return _errors.AbortError(message, code & 0xff, code)
+    if (code & 0xff) == SQLITE_NOMEM:
+        return _errors.NoMemError(message, code & 0xff, code)
+    return _errors.exception_for(code, message)
+
+
+cdef int raise_captured(int rc, int extended, char *message) except -1:
+    """Raise for a failure whose code and message were captured under the connection's mutex
+    (amalfa_step/prepare/exec); frees the message."""
+    cdef str text
+    if message == NULL:
+        extended = rc
+        text = _decode(sqlite3_errstr(rc))
+    else:
+        try:
+            text = _decode(message)
+        finally:
+            sqlite3_free(message)
+    raise _exception(extended, text)
 
 
 cdef str _decode(const char *text):
@@ -140,7 +170,7 @@ cdef class Connection:
         cdef int extended = sqlite3_extended_errcode(self.db)
         if (extended & 0xff) != (rc & 0xff):
             extended = rc
-        raise _errors.exception_for(extended, _decode(sqlite3_errmsg(self.db)))
+        raise _exception(extended, _decode(sqlite3_errmsg(self.db)))
 
     # -- statements --------------------------------------------------------------------------
 
@@ -181,12 +211,14 @@ cdef class Connection:
         cdef const char *tail = NULL
         cdef sqlite3_stmt *raw = NULL
         cdef unsigned int prep_flags = SQLITE_PREPARE_PERSISTENT if cached else 0
-        cdef int rc
+        cdef int rc, extended = 0
+        cdef char *message = NULL
         with nogil:
-            rc = sqlite3_prepare_v3(self.db, text, <int>size, prep_flags, &raw, &tail)
+            rc = amalfa_prepare(self.db, text, <int>size, prep_flags, &raw, &tail, &extended,
+                                &message)
         if rc != SQLITE_OK:
             sqlite3_finalize(raw)
-            self._raise_for(rc)
+            raise_captured(rc, extended, message)
         if raw == NULL:
             raise _errors.MisuseError(f"no SQL statement in {sql!r}")
         if tail != NULL and not _is_blank_tail(tail):
@@ -217,17 +249,12 @@ cdef class Connection:
         self._check_open()
         cdef bytes encoded = sql.encode("utf-8")
         cdef const char *text = encoded
-        cdef char *errmsg = NULL
-        cdef int rc
+        cdef char *message = NULL
+        cdef int rc, extended = 0
         with nogil:
-            rc = sqlite3_exec(self.db, text, NULL, NULL, &errmsg)
+            rc = amalfa_exec(self.db, text, &extended, &message)
         if rc != SQLITE_OK:
-            message = _decode(errmsg)
-            sqlite3_free(errmsg)
-            code = sqlite3_extended_errcode(self.db)
-            if (code & 0xff) != (rc & 0xff):
-                code = rc
-            raise _errors.exception_for(code, message)
+            raise_captured(rc, extended, message)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -313,17 +340,20 @@ cdef class Connection:
         self._check_open()
         cdef Connection dest = Connection(target, create=True)
         cdef sqlite3_backup *backup
-        cdef int rc
+        cdef int rc, finished
         try:
             backup = sqlite3_backup_init(dest.db, "main", self.db, "main")
             if backup == NULL:
                 dest._raise_for(sqlite3_errcode(dest.db))
             with nogil:
                 rc = sqlite3_backup_step(backup, -1)
-                sqlite3_backup_finish(backup)
-            if rc != SQLITE_DONE:
-                raise _errors.exception_for(rc, f"backup to {target} failed: "
-                                                + _decode(sqlite3_errstr(rc)))
+                # finish releases the locks and reports the step's error on the destination;
+                # its own failure (after a step that said DONE) means the copy is not whole
+                finished = sqlite3_backup_finish(backup)
+            if rc != SQLITE_DONE or finished != SQLITE_OK:
+                code = rc if rc != SQLITE_DONE else finished
+                raise _exception(code, f"backup to {target} failed: "
+                                       + _decode(sqlite3_errstr(code)))
         finally:
             dest.close()
 
@@ -457,13 +487,29 @@ cdef class Statement:
         return 0
 
     cpdef bind(self, object params):
-        """Bind a sequence (by position) or a mapping (by name, without the ':' / '@' / '$')."""
-        cdef int i
-        cdef const char *name
+        """Bind a sequence (by position) or a mapping (by name, without the ':' / '@' / '$').
+
+        The buffers held for the previous bindings are released only once every parameter is
+        rebound; if one fails, all parameters are cleared to NULL first, so no binding ever
+        points at released memory."""
+        cdef list previous
         self._check()
         if self._active:
             self._reset_quiet()
+        previous = self._held
         self._held = []
+        try:
+            self._bind_all(params)
+        except BaseException:
+            sqlite3_clear_bindings(self.stmt)
+            self._held = []
+            raise
+        finally:
+            del previous
+
+    cdef int _bind_all(self, object params) except -1:
+        cdef int i
+        cdef const char *name
         if isinstance(params, dict) or (hasattr(params, "keys") and not isinstance(params, (str, bytes))):
             for i in range(1, self._nparams + 1):
                 name = sqlite3_bind_parameter_name(self.stmt, i)
@@ -476,7 +522,7 @@ cdef class Statement:
                 except KeyError:
                     raise _errors.RangeError(f"missing named parameter {key!r} for {self.sql!r}") from None
                 self._bind_one(i, value)
-            return
+            return 0
         if isinstance(params, (str, bytes)):
             raise TypeError("parameters must be a sequence or a mapping, not a single str/bytes")
         if not isinstance(params, (tuple, list)):
@@ -486,6 +532,7 @@ cdef class Statement:
                 f"statement takes {self._nparams} parameter(s), {len(params)} given: {self.sql!r}")
         for i in range(self._nparams):
             self._bind_one(i + 1, params[i])
+        return 0
 
     def clear_bindings(self):
         self._check()
@@ -497,11 +544,12 @@ cdef class Statement:
 
     cpdef bint step(self) except -1:
         """Advance to the next row: True when a row is ready, False when done."""
-        cdef int rc
+        cdef int rc, extended = 0
+        cdef char *message = NULL
         self._check()
         self._in_use = True
         with nogil:
-            rc = sqlite3_step(self.stmt)
+            rc = amalfa_step(self.stmt, &extended, &message)
         self._in_use = False
         if rc == SQLITE_ROW:
             self._active = True
@@ -510,7 +558,7 @@ cdef class Statement:
         if rc == SQLITE_DONE:
             return False
         sqlite3_reset(self.stmt)
-        self.connection._raise_for(rc)
+        raise_captured(rc, extended, message)
 
     cdef void _reset_quiet(self):
         sqlite3_reset(self.stmt)
@@ -705,8 +753,8 @@ cdef class Statement:
 
 # -- row access for C-level scans (declared in connection.pxd) ------------------------------------
 
-cdef int row_step(sqlite3_stmt *stmt) noexcept nogil:
-    return sqlite3_step(stmt)
+cdef int row_step(sqlite3_stmt *stmt, int *extended, char **message) noexcept nogil:
+    return amalfa_step(stmt, extended, message)
 
 cdef sqlite3_int64 row_int64(sqlite3_stmt *stmt, int column) noexcept nogil:
     return sqlite3_column_int64(stmt, column)

@@ -12,7 +12,8 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 from libc.math cimport INFINITY, isfinite
 
-from amalfa._core.connection cimport Statement, row_step, row_int64, row_blob, row_bytes, row_type
+from amalfa._core.connection cimport (Statement, row_step, row_int64, row_blob, row_bytes,
+                                      row_type, raise_captured)
 from amalfa._core.sqlite3 cimport sqlite3_stmt, SQLITE_ROW, SQLITE_DONE, SQLITE_BLOB, SQLITE_NOMEM
 
 import numpy as np
@@ -204,16 +205,22 @@ def scores_matrix(const float[:, ::1] matrix, const float[::1] query):
     return out
 
 
+ctypedef struct _step_error:
+    int extended
+    char *message   # sqlite3_mprintf'ed by row_step on failure, else NULL
+
+
 cdef inline const void *_next_blob(sqlite3_stmt *stmt, int blob_column, Py_ssize_t nbytes,
                                    int *rc, Py_ssize_t *skipped, int64_t *skipped_ids,
-                                   Py_ssize_t skipped_room, int id_column) noexcept nogil:
+                                   Py_ssize_t skipped_room, int id_column,
+                                   _step_error *error) noexcept nogil:
     """Step to the next row whose ``blob_column`` is a BLOB of exactly ``nbytes``; count the rows
     passed over (and note their ids while ``skipped_ids`` has room). NULL at the end of the rows
     or on an error (``rc`` says which). A NULL pointer for a non-empty BLOB is SQLite failing to
     allocate: that ends the scan with SQLITE_NOMEM, never silently with partial results."""
     cdef const void *blob
     while True:
-        rc[0] = row_step(stmt)
+        rc[0] = row_step(stmt, &error.extended, &error.message)
         if rc[0] != SQLITE_ROW:
             return NULL
         if row_type(stmt, blob_column) == SQLITE_BLOB and row_bytes(stmt, blob_column) == nbytes:
@@ -229,12 +236,13 @@ cdef inline const void *_next_blob(sqlite3_stmt *stmt, int blob_column, Py_ssize
         skipped[0] += 1
 
 
-cdef int _finish_scan(Statement statement, int rc) except -1:
-    """Reset after a scan; raise the statement's error if stepping stopped on one."""
+cdef int _finish_scan(Statement statement, int rc, _step_error *error) except -1:
+    """Reset after a scan; raise the error stepping stopped on (captured when it happened)."""
     if rc != SQLITE_DONE and rc != SQLITE_ROW:
         try:
-            statement.connection._raise_for(rc)
+            raise_captured(rc, error.extended, error.message)
         finally:
+            error.message = NULL
             statement.reset()
     statement.reset()
     return 0
@@ -262,11 +270,13 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     cdef float s
     cdef int rc = SQLITE_DONE
     cdef bint out_of_memory = False
+    cdef _step_error error
     cdef amalfa_heap heap
     cdef float[::1] sv
     cdef int64_t[::1] iv
     statement.reset()  # checks the statement is usable; bindings are kept
     stmt = statement.stmt
+    error.message = NULL
     if limit == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64), 0
     aligned = <float *>malloc(nbytes if nbytes > 0 else 4)
@@ -281,7 +291,8 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     try:
         with nogil:
             while True:
-                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped, NULL, 0, id_column)
+                blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped, NULL, 0, id_column,
+                                  &error)
                 if blob == NULL:
                     break
                 if (<uintptr_t>blob) & 3:
@@ -324,7 +335,7 @@ def scan_statement(Statement statement, const float[::1] query, Py_ssize_t k,
     if out_of_memory:
         statement.reset()
         raise MemoryError(f"top-{k} heap could not grow past {heap.capacity} entries")
-    _finish_scan(statement, rc)
+    _finish_scan(statement, rc, &error)
     return scores, ids, skipped
 
 
@@ -345,18 +356,20 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
     cdef const void *blob
     cdef int rc = SQLITE_DONE
     cdef bint pending = False
+    cdef _step_error error
     if ids.shape[0] < capacity:
         raise ValueError(f"ids holds {ids.shape[0]} entries but out has {capacity} rows")
     if skipped_room:
         skipped_out = &skipped_ids[0]
     statement.reset()
     stmt = statement.stmt
+    error.message = NULL
     statement._in_use = True
     try:
         with nogil:
             while True:
                 blob = _next_blob(stmt, blob_column, nbytes, &rc, &skipped, skipped_out,
-                                  skipped_room, id_column)
+                                  skipped_room, id_column, &error)
                 if blob == NULL:
                     break
                 if filled == capacity:
@@ -373,5 +386,5 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
                 filled += 1
     finally:
         statement._in_use = False
-    _finish_scan(statement, rc)
+    _finish_scan(statement, rc, &error)
     return filled, skipped, pending

@@ -15,6 +15,10 @@ cdef extern from "sqlite3.h" nogil:
     const char *sqlite3_sourceid()
     int sqlite3_libversion_number()
     int sqlite3_threadsafe()
+    void *sqlite3_db_mutex(sqlite3 *db)
+    void sqlite3_mutex_enter(void *mutex)
+    void sqlite3_mutex_leave(void *mutex)
+    char *sqlite3_mprintf(const char *fmt, ...)
     const char *sqlite3_compileoption_get(int n)
 
     int sqlite3_open_v2(const char *filename, sqlite3 **ppDb, int flags, const char *zVfs)
@@ -115,3 +119,5 @@ cdef extern from "sqlite3.h" nogil:
         SQLITE_CHECKPOINT_FULL
         SQLITE_CHECKPOINT_RESTART
         SQLITE_CHECKPOINT_TRUNCATE
+
+        SQLITE_ABORT

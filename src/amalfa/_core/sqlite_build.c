@@ -57,3 +57,60 @@ int amalfa_fair_busy_timeout(sqlite3 *db, int milliseconds)
     }
     return rc;
 }
+
+/* Errors read under the connection's mutex (see amalfa_sqlite.h). With SQLITE_OPEN_FULLMUTEX the
+ * mutex is recursive, so the API calls made while holding it take it again without deadlock. */
+static void amalfa_capture(sqlite3 *db, int rc, int *extended, char **message)
+{
+    int code = sqlite3_extended_errcode(db);
+    *extended = ((code & 0xff) == (rc & 0xff)) ? code : rc;
+    *message = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+}
+
+int amalfa_step(sqlite3_stmt *stmt, int *extended, char **message)
+{
+    sqlite3 *db = sqlite3_db_handle(stmt);
+    int rc;
+    *message = NULL;
+    sqlite3_mutex_enter(sqlite3_db_mutex(db));
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        amalfa_capture(db, rc, extended, message);
+    }
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return rc;
+}
+
+int amalfa_prepare(sqlite3 *db, const char *sql, int nbytes, unsigned int flags,
+                   sqlite3_stmt **stmt, const char **tail, int *extended, char **message)
+{
+    int rc;
+    *message = NULL;
+    sqlite3_mutex_enter(sqlite3_db_mutex(db));
+    rc = sqlite3_prepare_v3(db, sql, nbytes, flags, stmt, tail);
+    if (rc != SQLITE_OK) {
+        amalfa_capture(db, rc, extended, message);
+    }
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return rc;
+}
+
+int amalfa_exec(sqlite3 *db, const char *sql, int *extended, char **message)
+{
+    int rc;
+    char *errmsg = NULL;
+    *message = NULL;
+    sqlite3_mutex_enter(sqlite3_db_mutex(db));
+    rc = sqlite3_exec(db, sql, NULL, NULL, &errmsg);
+    if (rc != SQLITE_OK) {
+        amalfa_capture(db, rc, extended, message);
+        if (errmsg != NULL) { /* exec's own message names the failing statement best */
+            sqlite3_free(*message);
+            *message = errmsg;
+        }
+    } else {
+        sqlite3_free(errmsg);
+    }
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return rc;
+}
