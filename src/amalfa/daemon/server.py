@@ -27,6 +27,7 @@ from typing import Any
 
 from amalfa.embedder import DAEMON_MAX_TEXTS, Embedder
 from amalfa.errors import ModelError
+from amalfa.text_rules import printable
 
 __all__ = ["HOST", "MAX_BODY_BYTES", "MAX_TEXTS", "REQUEST_TIMEOUT_S", "DaemonServer",
            "VectorService", "make_server"]
