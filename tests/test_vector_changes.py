@@ -326,3 +326,109 @@ def test_batch_of_many_queries_runs_as_gemm_and_matches_single_queries(graph):
     hits = engine.search_batch(queries[:20], limit=3, threshold=0.2)
     assert all(h.score > 0.2 for hits_ in hits for h in hits_)
     assert json.dumps([len(h) for h in hits])  # shapes are plain lists
+
+
+# -- the snapshot a cold process starts from ------------------------------------------------------
+
+
+def snapshot_engine(db):
+    engine = VectorEngine(db)
+    engine.snapshot_min_rows = 0  # the fixture is small; production writes from 10k rows
+    return engine
+
+
+def reopen(path):
+    db = ResonanceDB(path, history=False)
+    return db, snapshot_engine(db)
+
+
+def cold_start(path, rng):
+    """Open ``path`` afresh, check a query against the reference: (snapshot loads, reloads)."""
+    other, cold = reopen(path)
+    try:
+        assert_matches_reference(other, cold, rng)
+        return cold.snapshot_loads, cold.full_reloads
+    finally:
+        other.close()
+
+
+def test_a_cold_engine_starts_from_the_snapshot_and_catches_up_from_the_log(graph):
+    db = graph
+    rng = np.random.default_rng(10)
+    first = snapshot_engine(db)
+    first.refresh()
+    assert first.snapshot_file.exists() and first.full_reloads == 1
+    db.insert_node(Node(id="after", type="note", label="x", embedding=unit(rng, 1)[0]))
+    db.delete_node("n4")
+    assert cold_start(db.path, rng) == (1, 0)
+
+
+def test_a_snapshot_of_a_replaced_database_is_rejected(graph, tmp_path):
+    db = graph
+    rng = np.random.default_rng(11)
+    snapshot_engine(db).refresh()
+    path = db.path
+    db.close()
+    stranger = ResonanceDB.create(tmp_path / "stranger.db", history=False)
+    vectors = unit(rng, 300)  # the same shape, other vectors
+    stranger.insert_nodes(Node(id=f"n{i}", type="note", label="s", embedding=vectors[i])
+                          for i in range(300))
+    stranger.close()
+    path.unlink()
+    (tmp_path / "stranger.db").rename(path)
+    assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+
+
+def test_a_snapshot_newer_than_a_restored_copy_is_rejected(graph, tmp_path):
+    db = graph
+    rng = np.random.default_rng(12)
+    db.raw.backup_to(tmp_path / "old-copy.db")
+    vectors = unit(rng, 300)
+    db.insert_nodes(Node(id=f"n{i}", type="note", label="x", embedding=vectors[i])
+                    for i in range(300))
+    snapshot_engine(db).refresh()
+    path = db.path
+    db.close()
+    path.unlink()
+    (tmp_path / "old-copy.db").rename(path)
+    assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+
+
+def test_a_database_edited_behind_the_logs_back_while_closed_is_caught(graph):
+    db = graph
+    rng = np.random.default_rng(13)
+    snapshot_engine(db).refresh()
+    path = db.path
+    db.close()
+    vectors = unit(rng, 300)
+    run_other(f"""
+        import sqlite3
+        c = sqlite3.connect({str(path)!r})
+        c.execute("DROP TRIGGER nodes_vector_update")  # a writer that bypasses the log
+        rows = c.execute("SELECT rowid FROM nodes ORDER BY rowid").fetchall()
+        blobs = {[v.tobytes() for v in vectors]!r}
+        for (rowid,), blob in zip(rows, blobs):
+            c.execute("UPDATE nodes SET embedding = ? WHERE rowid = ?", (blob, rowid))
+        c.commit()
+    """)
+    assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+
+
+def test_a_truncated_or_deleted_snapshot_is_only_a_missing_cache(graph):
+    db = graph
+    rng = np.random.default_rng(14)
+    engine = snapshot_engine(db)
+    engine.refresh()
+    data = engine.snapshot_file.read_bytes()
+    engine.snapshot_file.write_bytes(data[:-100])
+    other, cold = reopen(db.path)
+    try:
+        assert_matches_reference(other, cold, rng)
+        assert (cold.snapshot_loads, cold.full_reloads) == (0, 1)
+        assert cold.snapshot_file.stat().st_size == len(data)  # rewritten whole
+        cold.snapshot_file.unlink()
+        fresh = snapshot_engine(other)
+        assert_matches_reference(other, fresh, rng)
+        assert (fresh.snapshot_loads, fresh.full_reloads) == (0, 1)
+    finally:
+        other.close()

@@ -52,13 +52,14 @@ import numpy.typing as npt
 from amalfa._core import fafcas as kernels
 from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
+from amalfa.vector_snapshot import peek_seq, read_snapshot, snapshot_path, write_snapshot
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
     from amalfa.embedder import Embedder
 
 __all__ = ["VectorEngine", "SearchResult", "RELOAD_FRACTION", "RELOAD_MIN_CHANGES",
-           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES"]
+           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES", "SNAPSHOT_MIN_ROWS"]
 
 #: a refresh reloads fully when the log holds more changes than this fraction of the cached rows:
 #: measured, re-reading one changed row by rowid costs about 4x what streaming one row costs
@@ -67,6 +68,9 @@ RELOAD_FRACTION = 0.25
 RELOAD_MIN_CHANGES = 256
 #: tombstones beyond this fraction of the cached rows are compacted by the next full reload
 COMPACT_FRACTION = 0.25
+#: a full reload of at least this many rows writes the snapshot a cold process starts from
+#: (below it the B-tree walk costs a few milliseconds and a cache file is not worth keeping)
+SNAPSHOT_MIN_ROWS = 10_000
 #: search_batch runs as blocked matrix-matrix products (numpy's BLAS) from this many queries on
 BATCH_GEMM_MIN_QUERIES = 16
 # rows of the matrix per GEMM block: (block x q) scores stay in L2 for q = 64
@@ -102,7 +106,7 @@ class VectorEngine:
     """
 
     def __init__(self, db: ResonanceDB, *, source: str = "nodes", embedder: Embedder | None = None,
-                 cache: bool = True, n_threads: int = 0) -> None:
+                 cache: bool = True, n_threads: int = 0, snapshot: bool = True) -> None:
         if source not in VECTOR_SOURCES:
             raise ValueError(f"source must be one of {VECTOR_SOURCES}, not {source!r}")
         if not db.has_vector_source(source):
@@ -115,6 +119,11 @@ class VectorEngine:
         self.n_threads = n_threads
         self.last_skipped = 0  # rows with a BLOB of the wrong length (or NaN/inf) last time
         self.full_reloads = 0  # how many refreshes reloaded everything (for tests and benchmarks)
+        self.snapshot_loads = 0  # how many times the matrix came from the snapshot file
+        filename = db.raw.filename
+        #: the cache file beside the database (None: in memory, or snapshot=False)
+        self.snapshot_file = snapshot_path(filename, source) if snapshot and filename else None
+        self.snapshot_min_rows = SNAPSHOT_MIN_ROWS
         self._drop()
 
     def _drop(self) -> None:
@@ -169,19 +178,24 @@ class VectorEngine:
         dim = db.dimensions
         with db.read_snapshot():
             head, oldest = db.vector_log_position()
+            if (self._matrix is None and not force and not writing and dim is not None
+                    and self.snapshot_file is not None):
+                self._load_snapshot(dim, head, oldest)
             start = self._committed_seq
             behind = head - start + (len(self._tainted) if self._tainted else 0)
             gap = head > start and (oldest is None or oldest > start + 1)
             live = self._n - self._dead
             full = (force or self._matrix is None or dim != self._dim or gap
                     or (self._reload_after_transaction and not writing)
-                    or behind > max(RELOAD_MIN_CHANGES, RELOAD_FRACTION * live)
+                    or behind > self._reload_threshold(live)
                     or self._dead > max(RELOAD_MIN_CHANGES, COMPACT_FRACTION * self._n))
             if writing and self._tainted is None:
                 self._tainted = set()
             if full:
                 self._reload(dim, head)
                 changed = True
+                if not writing:
+                    self._maybe_save_snapshot(head)
             else:
                 changed = head != self._seq or self._tainted is not None
                 if changed:
@@ -230,6 +244,66 @@ class VectorEngine:
         self._live[:filled] = True
         self._skipped = set(skipped_ids[:min(skipped, _SKIPPED_ROOM)].tolist())
         self._skipped_extra = max(0, skipped - _SKIPPED_ROOM)
+
+    def _reload_threshold(self, rows: int) -> float:
+        return max(RELOAD_MIN_CHANGES, RELOAD_FRACTION * rows)
+
+    def _load_snapshot(self, dim: int, head: int, oldest: int | None) -> None:
+        """Start from the snapshot file when it validates (see amalfa.vector_snapshot)."""
+        assert self.snapshot_file is not None
+        database_id = self.db.database_id()
+        if database_id is None:
+            return
+        found = read_snapshot(self.snapshot_file, database_id=database_id, source=self.source,
+                              dim=dim, spare_rows=1024)
+        if found is None:
+            return
+        snap, rowids, matrix = found
+        behind = head - snap.seq
+        if (behind < 0 or (behind > 0 and (oldest is None or oldest > snap.seq + 1))
+                or behind > self._reload_threshold(snap.n)):
+            return  # restored from an older copy, pruned past it, or cheaper to reload
+        changed = set(self.db.vector_changes_since(self.source, snap.seq).tolist()) if behind else set()
+        slots = [slot for slot in snap.sample_slots if int(rowids[slot]) not in changed]
+        stored = self.db.vector_blobs(self.source, rowids[slots].tolist())
+        if any(blob != matrix[slot].tobytes() for slot, blob in zip(slots, stored)):
+            return  # edited behind the log's back (or another copy): never trusted
+        self._matrix, self._rowids = matrix, rowids
+        self._live = np.ones(len(rowids), np.bool_)
+        self._n, self._dead, self._dim = snap.n, 0, dim
+        self._sorted = bool(np.all(rowids[1:snap.n] > rowids[:snap.n - 1]))
+        self._seq = self._committed_seq = snap.seq
+        self._skipped, self._skipped_extra = set(snap.skipped), 0
+        self.snapshot_loads += 1
+
+    def _maybe_save_snapshot(self, head: int) -> None:
+        """After a full reload: write the snapshot if it is missing or would be reloaded."""
+        if self.snapshot_file is None or self._n < self.snapshot_min_rows or self._matrix is None:
+            return
+        database_id = self.db.database_id()
+        if database_id is None:
+            return
+        seq = peek_seq(self.snapshot_file, database_id=database_id, source=self.source)
+        if seq is not None and seq <= head and head - seq <= self._reload_threshold(self._n):
+            return
+        self.save_snapshot(_head=head, _database_id=database_id)
+
+    def save_snapshot(self, *, _head: int | None = None, _database_id: str | None = None) -> bool:
+        """Write the cached matrix (as committed) to the snapshot file; False when it cannot be
+        written (in memory, not writable, inside this connection's write transaction)."""
+        if self.snapshot_file is None:
+            return False
+        if _head is None:
+            if self.db.raw.txn_state == 2:
+                return False
+            self.refresh()
+            _head, _database_id = self._seq, self.db.database_id()
+        if _database_id is None or self._matrix is None or self._tainted is not None:
+            return False
+        n = self._n
+        return write_snapshot(self.snapshot_file, database_id=_database_id, source=self.source,
+                              seq=_head, matrix=self._matrix[:n], rowids=self._rowids[:n],
+                              live=self._live[:n], skipped=sorted(self._skipped))
 
     def _positions(self, rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
         """Slot of each rowid in the cache, -1 where it has none."""

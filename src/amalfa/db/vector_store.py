@@ -36,6 +36,7 @@ VECTOR_SOURCES = ("nodes", "passages")
 
 _LOG_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = 'vector_changes'"
 _LOG_OLDEST = "SELECT min(seq) FROM vector_changes"
+_DATABASE_ID = "SELECT value FROM amalfa_meta WHERE key = 'database_id'"
 _HAS_TABLE = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
 _SAVE_EMBEDDING = "UPDATE nodes SET embedding = ? WHERE id = ?"
 _HYDRATE = "SELECT id, title, date, meta, domain, type FROM nodes WHERE rowid = ?"
@@ -52,6 +53,7 @@ def _sql(source: str) -> dict[str, str]:
         "load_by_rowid": (f"SELECT rowid, embedding FROM {source} WHERE rowid IN "
                           "(SELECT value FROM json_each(?)) AND embedding IS NOT NULL "
                           "ORDER BY rowid"),
+        "blob": f"SELECT embedding FROM {source} WHERE rowid = ?",
         "rowid_span": f"SELECT (SELECT min(rowid) FROM {source}), (SELECT max(rowid) FROM {source})",
     }
 
@@ -86,6 +88,17 @@ class VectorStore:
         conn = self._conn
         (version,) = conn.prepare("PRAGMA data_version").first()
         return int(version), conn.total_changes
+
+    def database_id(self) -> str | None:
+        """The random id migration 0004 gave this database (None before it): caches kept beside
+        the file are valid for this id only."""
+        row = self._conn.prepare(_DATABASE_ID).first()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def vector_blobs(self, source: str, rowids: Any) -> list[Any]:
+        """The stored embedding value of each rowid (None where the row is gone)."""
+        stmt = self._conn.prepare(_SQL[source]["blob"])
+        return [None if row is None else row[0] for row in (stmt.first((int(r),)) for r in rowids)]
 
     def vector_log_position(self) -> tuple[int, int | None]:
         """(head, oldest): the last seq handed out (0 if none) and the oldest kept (None: empty)."""

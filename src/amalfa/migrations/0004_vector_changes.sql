@@ -13,6 +13,10 @@
 -- sees a gap (min(seq) above the seq it remembers + 1) and reloads fully, which the reader does
 -- anyway long before 65536 changes for any cache smaller than ~260k rows (see vectors.py).
 
+-- database_id names this database for caches kept beside it (the vector snapshot of
+-- amalfa.vector_snapshot): a snapshot made for another database is never trusted.
+INSERT OR IGNORE INTO amalfa_meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
+
 CREATE TABLE IF NOT EXISTS vector_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL,
