@@ -50,6 +50,9 @@ def build(path: Path, nodes: int, edges: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     ids = [f"docs-note-{i:07d}" for i in range(nodes)]
     with ResonanceDB.create(path, history=False) as db:
+        # as every ingested database has (recorded with its first embedding); without it each
+        # open would scan the nodes table looking for a vector to infer the dimension from
+        db.record_dimensions(384)
         db.insert_nodes(Node(node_id, "document", label=f"Note {i}",
                              meta={"source": f"notes/{i}.md"}) for i, node_id in enumerate(ids))
         written = 0
@@ -153,7 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         path = args.keep or Path(scratch) / "graph.db"
-        if not path.exists():
+        if path.exists():
+            from amalfa.db import ResonanceDB
+
+            with ResonanceDB(path) as db:  # a kept graph from an older schema: migrate it once
+                if db.dimensions is None:
+                    db.record_dimensions(384)
+        else:
             start = time.perf_counter()
             build(path, args.nodes, args.edges)
             print(f"built {args.nodes} nodes / {args.edges} edges in "
