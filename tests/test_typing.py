@@ -1,0 +1,55 @@
+"""Type checks of the package: the compiled core's ``.pyi`` stubs against the built modules
+(``mypy.stubtest``), and mypy over ``src/`` with the strictness ``pyproject.toml`` states.
+
+Both run mypy in a subprocess on the repository's own files, with a cache in a temporary folder.
+They skip, saying why, when mypy is not installed (it is in the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "src" / "amalfa" / "_core"
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
+                                reason="mypy is not installed: pip install -e '.[test]'")
+
+
+def compiled_core_modules() -> list[str]:
+    """``amalfa._core.<name>`` for every Cython module of the core."""
+    return sorted(f"amalfa._core.{path.stem}" for path in CORE.glob("*.pyx"))
+
+
+def run_mypy(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args, "--cache-dir", str(cache)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_every_compiled_module_has_a_stub() -> None:
+    missing = [name for name in compiled_core_modules()
+               if not (CORE / f"{name.rsplit('.', 1)[1]}.pyi").is_file()]
+    if missing == compiled_core_modules():
+        pytest.skip("no .pyi stubs for amalfa._core yet")
+    assert not missing, f"compiled modules without a .pyi stub: {missing}"
+
+
+def test_stubs_match_the_built_modules(tmp_path: Path) -> None:
+    modules = [name for name in compiled_core_modules()
+               if (CORE / f"{name.rsplit('.', 1)[1]}.pyi").is_file()]
+    if not modules:
+        pytest.skip("no .pyi stubs for amalfa._core yet")
+    result = run_mypy(["mypy.stubtest", *modules, "--mypy-config-file", "pyproject.toml"],
+                      tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_reports_no_errors_in_the_package(tmp_path: Path) -> None:
+    result = run_mypy(["mypy", "--config-file", "pyproject.toml"], tmp_path / "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
