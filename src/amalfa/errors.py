@@ -228,7 +228,7 @@ def exception_for(extended_result: int, message: str) -> DatabaseError:
     return cls(message, result, extended_result)
 
 
-# -- input outside what the library accepts (issue 15; amalfa.text and amalfa.limits raise them) --
+# -- input outside what the library accepts (issue 15; amalfa.text_rules, amalfa.limits raise them)
 
 
 class InputError(AmalfaError, ValueError):

@@ -9,8 +9,8 @@ a kernel, with a message about C types instead of the argument. So each kind of 
 * the Python API calls ``RANGE.check(value, "limit")``: TypeError for what is not an integer
   (``bool`` included), :class:`~amalfa.errors.OutOfRangeError` (a ValueError) with the range in
   the message otherwise;
-* the command line uses ``RANGE.argparse("--limit")`` as an argparse ``type=``, so a bad value is
-  a usage error (exit 2) at parse time, with the range in the message;
+* the command line uses ``RANGE.argparse()`` as an argparse ``type=``, so a bad value is a usage
+  error (exit 2) at parse time, with the range in the message;
 * the daemon calls ``RANGE.check`` and answers 400 with the message.
 
 Ranges are wide: they refuse what cannot mean anything (a negative count, a port above 65535),
@@ -56,7 +56,8 @@ class IntRange:
     def _refuse(self, value: int, what: str) -> OutOfRangeError:
         side = f"at least {self.low}" if value < self.low else f"at most {self.high}"
         shown = str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
-        return OutOfRangeError(f"{what} must be {side} (range {self}), got {shown}")
+        subject = f"{what} must" if what else "must"
+        return OutOfRangeError(f"{subject} be {side} (range {self}), got {shown}")
 
     def check(self, value: Any, what: str) -> int:
         """``value`` as an int when it is an integer in range; TypeError / OutOfRangeError."""
@@ -67,26 +68,30 @@ class IntRange:
             raise self._refuse(number, what)
         return int(number)
 
-    def parse(self, text: str, what: str) -> int:
-        """An integer written in ``text`` (decimal, underscores allowed), range-checked."""
+    def parse(self, text: str, what: str = "") -> int:
+        """An integer written in ``text`` (decimal, underscores allowed), range-checked.
+
+        ``what`` starts the message (``"--limit must be ..."``); leave it empty where the
+        caller names the input itself, as argparse does (``argument -k/--limit: must be ...``).
+        """
         try:
             number = int(text.strip())
-        except ValueError:
-            raise OutOfRangeError(f"{what} must be a whole number in {self}, got "
+        except (ValueError, TypeError):
+            subject = f"{what} must" if what else "must"
+            raise OutOfRangeError(f"{subject} be a whole number in {self}, got "
                                   f"{text!r}") from None
         return self.check(number, what)
 
-    def argparse(self, what: str) -> Callable[[str], int]:
-        """An argparse ``type=``: a bad value is a usage error that states the range."""
+    def argparse(self) -> Callable[[str], int]:
+        """An argparse ``type=``: a bad value is a usage error (exit 2) that states the range."""
 
-        def parse(text: str) -> int:
+        def whole_number(text: str) -> int:
             try:
-                return self.parse(text, what)
+                return self.parse(text)
             except OutOfRangeError as exc:
                 raise argparse.ArgumentTypeError(str(exc)) from None
 
-        parse.__name__ = what.lstrip("-").replace("-", "_") or "integer"
-        return parse
+        return whole_number
 
 
 #: How many results a search, listing or graph query returns (k, limit, topK, node limits).

@@ -39,6 +39,7 @@ from amalfa.embedder import (
     verify_sha256,
 )
 from amalfa.errors import ModelError
+from amalfa.text_rules import for_model
 
 __all__ = ["DEFAULT_RERANKER", "RerankResult", "Reranker", "resolve_reranker"]
 
@@ -162,7 +163,10 @@ class Reranker:
         if not documents:
             return np.zeros(0, dtype=np.float32)
         self.load()
-        encodings = encode_batch(self._tokenizer, [(query, doc) for doc in documents])
+        # lone surrogates become U+FFFD for the tokenizer (amalfa.text_rules); results keep the
+        # documents as given
+        query = for_model(query, what="query")
+        encodings = encode_batch(self._tokenizer, [(query, for_model(doc)) for doc in documents])
         ids, mask, types = encode_arrays(encodings, self._input_dtype)
         lengths = mask.sum(axis=1)
         logits = np.empty(len(documents), dtype=np.float32)
