@@ -151,3 +151,43 @@ def test_serve_without_a_database_says_so(tmp_path: Path) -> None:
                           timeout=120, check=False, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1
     assert "no database at" in proc.stderr and "amalfa init" in proc.stderr
+
+
+async def _watching_session(root: Path, env: dict[str, str], sentence: str) -> dict[str, Any]:
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "amalfa", "serve", "--watch"],
+                                   cwd=str(root), env=env)
+    outcome: dict[str, Any] = {}
+    with open(os.devnull, "w") as quiet:
+        async with stdio_client(params, errlog=quiet) as streams, \
+                ClientSession(*streams) as session:
+            await session.initialize()
+            before = json.loads(_text(await session.call_tool("stats", {})))
+            outcome["nodes_before"] = before["nodes"]
+            second = subprocess.run([sys.executable, "-m", "amalfa", "watch"], cwd=root,
+                                    env=env, capture_output=True, text=True, timeout=300,
+                                    check=False)
+            outcome["second_watcher"] = (second.returncode, second.stderr)
+            (root / "docs" / "kestrel.md").write_text(f"# Kestrel\n\n{sentence}\n")
+            deadline = anyio.current_time() + 90  # a ceiling for a broken watcher
+            while anyio.current_time() < deadline:
+                result = await session.call_tool("search", {"query": sentence, "limit": 1})
+                hits = json.loads(_text(result)) if not result.is_error else []
+                if hits and hits[0]["id"] == "docs-kestrel":
+                    outcome["found"] = hits[0]
+                    break
+                await anyio.sleep(0.1)
+    return outcome
+
+
+def test_serve_watch_ingests_on_start_and_serves_new_files(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "heron.md").write_text(DOCS["heron.md"])
+    (tmp_path / "amalfa.settings.json").write_text(json.dumps(
+        {"sources": ["docs"], "watch": {"debounce": 200}}))
+    sentence = "A scarlet kestrel hovers over the salt marsh counting voles at noon."
+    outcome = anyio.run(_watching_session, tmp_path, _environment(tmp_path), sentence)
+    assert outcome["nodes_before"] == 1  # no `amalfa init`: the watcher's first run made it
+    code, stderr = outcome["second_watcher"]
+    assert code == 1 and "already running" in stderr
+    assert outcome.get("found", {}).get("source") == "docs/kestrel.md"

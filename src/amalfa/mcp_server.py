@@ -16,7 +16,8 @@ ones are stored and a short reference (size, preview, entry id) comes back inste
 agent reads with the ``scratchpad_read`` tool when it needs the whole.
 
 **One writer.** The server opens the database read-only: another process (``amalfa watch`` or
-``amalfa init``) may write while it serves, and it sees their commits on its next call. SDK tool
+``amalfa init``) may write while it serves, and it sees their commits on its next call. With
+``watch=True`` (``amalfa serve --watch``) that writer is a watcher thread of the server itself. SDK tool
 functions run in worker threads; one lock keeps the connection to one call at a time.
 """
 
@@ -225,18 +226,72 @@ def build_server(tools: GraphTools) -> MCPServer:
     return server
 
 
-def serve(settings: Settings, *, db_path: str | Path | None = None) -> None:
+def serve(settings: Settings, *, db_path: str | Path | None = None, watch: bool = False) -> None:
     """Serve the database over stdio until the client closes the connection.
 
     Opens ``db_path`` (default: the settings' database) read-only; a missing database is a
-    CommandError with the ``amalfa init`` hint, raised before the protocol starts.
+    CommandError with the ``amalfa init`` hint, raised before the protocol starts. With
+    ``watch=True`` a :class:`~amalfa.watch.Watcher` keeps the database in step with the sources
+    from a thread of this process (its own read-write connection, the watcher lock held; a
+    second watcher is refused before the protocol starts); the tools keep reading through the
+    read-only connection and see each batch once it is committed.
     """
     from amalfa.db import ResonanceDB
     from amalfa.scratchpad import Scratchpad
 
     path = Path(db_path) if db_path is not None else settings.database_path
-    if not path.is_file():
-        raise CommandError(f"no database at {path}", hint="run `amalfa init` first")
-    with ResonanceDB(path, readonly=True) as db:
-        tools = GraphTools(db, settings, scratchpad=Scratchpad(settings=settings))
-        build_server(tools).run("stdio")
+    watcher = _start_watcher(settings, path) if watch else None
+    try:
+        if not path.is_file():
+            raise CommandError(f"no database at {path}", hint="run `amalfa init` first")
+        with ResonanceDB(path, readonly=True) as db:
+            tools = GraphTools(db, settings, scratchpad=Scratchpad(settings=settings))
+            build_server(tools).run("stdio")
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+class _WatchThread:
+    """A Watcher on a daemon thread; :meth:`stop` asks it to finish its batch and waits."""
+
+    def __init__(self, watcher: Any, thread: threading.Thread) -> None:
+        self.watcher = watcher
+        self.thread = thread
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.thread.join(timeout=60)
+
+
+def _start_watcher(settings: Settings, path: Path) -> _WatchThread:
+    """Start watching and return once the catch-up run is written (so the database exists), or
+    raise what stopped the watcher (another one running, no sources)."""
+    import sys
+
+    from amalfa.watch import Watcher
+
+    caught_up = threading.Event()
+    failure: list[BaseException] = []
+
+    def report(batch: Any) -> None:
+        if batch.changes or batch.error:  # stdout is the protocol's: log on stderr
+            print(f"amalfa watch: {batch.summary()}", file=sys.stderr, flush=True)
+        caught_up.set()
+
+    watcher = Watcher(settings, db_path=path, on_batch=report)
+
+    def run() -> None:
+        try:
+            watcher.run()
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        finally:
+            caught_up.set()
+
+    thread = threading.Thread(target=run, name="amalfa-watch", daemon=True)
+    thread.start()
+    caught_up.wait()
+    if failure:
+        raise failure[0]
+    return _WatchThread(watcher, thread)
