@@ -232,8 +232,8 @@ def test_processes_opening_a_new_database_at_once(tmp_path: Path, round_: int) -
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         applied += json.loads(out)
-    assert sorted(applied) == [1, 2, 3]  # each migration applied by exactly one process
-    assert [r[0] for r in table_rows(path, "amalfa_migrations", "version")] == [1, 2, 3]
+    assert sorted(applied) == list(ALL)  # each migration applied by exactly one process
+    assert [r[0] for r in table_rows(path, "amalfa_migrations", "version")] == list(ALL)
     assert sorted(r[0] for r in table_rows(path, "nodes", "id")) == ["p0", "p1", "p2", "p3"]
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
@@ -277,19 +277,22 @@ def test_backup_dir_option_and_default_beside_the_file(tmp_path: Path) -> None:
 
 
 def test_backup_of_an_older_amalfa_database(tmp_path: Path) -> None:
+    # a database an older amalfa left at schema version 2, holding a row
     path = tmp_path / "old.db"
-    with ResonanceDB.create(path) as db:
-        db.insert_node(Node("a", "note", summary="will go"))
-    # take it back to schema version 2, as an older amalfa would have left it
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("ALTER TABLE nodes DROP COLUMN summary")
-    conn.execute("DELETE FROM amalfa_migrations WHERE version = 3")
+    conn = DatabaseFactory.connect(path, create=True)
+    shipped = migrations.load_migrations()
+    migrations._bootstrap(conn, shipped, "at test")
+    for migration in shipped[:2]:
+        migrations._apply(conn, migration, 2, "at test")
+    conn.execute("INSERT INTO nodes (id, type) VALUES ('a', 'note')")
     conn.close()
     with ResonanceDB(path) as db:
         report = db.migration_report
-        assert (report.from_version, report.applied, report.adopted) == (2, (3,), False)
+        assert (report.from_version, report.applied, report.adopted) == (
+            2, tuple(range(3, LATEST + 1)), False)
         assert report.backup is not None and report.backup.exists()
         assert db.get_node("a").summary is None
+    assert table_rows(report.backup, "nodes", "id") == [("a",)]
 
 
 def test_default_backup_dir() -> None:
@@ -313,7 +316,8 @@ def test_a_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(SchemaVersionError) as caught:
             ResonanceDB(path, readonly=readonly)
         message = str(caught.value)
-        assert "7" in message and "3" in message and str(path) in message
+        assert "version 7" in message and f"version {LATEST}" in message
+        assert str(path) in message
     assert dump(path) == before
     assert not (tmp_path / "backups").exists()
 
@@ -332,12 +336,12 @@ def test_a_failing_migration_rolls_back_entirely(tmp_path: Path) -> None:
     path = tmp_path / "fail.db"
     ResonanceDB.create(path).close()
     conn = DatabaseFactory.connect(path)
-    bad = migrations.Migration(4, "0004_bad", "CREATE TABLE half (a); INSERT INTO nowhere VALUES (1);",
-                               "c" * 64)
+    bad = migrations.Migration(LATEST + 1, "9999_bad",
+                               "CREATE TABLE half (a); INSERT INTO nowhere VALUES (1);", "c" * 64)
     with pytest.raises(DatabaseError, match="nowhere"):
-        migrations._apply(conn, bad, 4, "at test")
+        migrations._apply(conn, bad, LATEST + 1, "at test")
     assert not conn.in_transaction
-    assert conn.execute("SELECT max(version) FROM amalfa_migrations") == [(3,)]
+    assert conn.execute("SELECT max(version) FROM amalfa_migrations") == [(LATEST,)]
     assert conn.execute("SELECT name FROM sqlite_schema WHERE name = 'half'") == []
     conn.close()
 
@@ -373,7 +377,7 @@ def test_an_original_database_is_adopted_without_losing_a_row(tmp_path: Path, st
     assert table_rows(path, "edges")[:3] == edges_before
     assert table_rows(path, "ember_state") == ember_before
     assert table_rows(path, "history")[:len(history_before)] == history_before
-    assert [r[0] for r in table_rows(path, "amalfa_migrations", "version")] == [1, 2, 3]
+    assert [r[0] for r in table_rows(path, "amalfa_migrations", "version")] == list(ALL)
     (adopted_from,) = table_rows(path, "amalfa_meta WHERE key = 'adopted_from'", "value")[0]
     assert f"step {steps}" in adopted_from and "drizzle" in adopted_from
     # the original's bookkeeping is kept and told about the steps we applied, so the original
@@ -391,7 +395,7 @@ def test_original_tables_without_drizzle_bookkeeping_are_adopted(tmp_path: Path)
     build_original(path, 2, drizzle=False)
     with ResonanceDB(path) as db:
         assert db.migration_report.adopted
-        assert db.migration_report.applied == (3,)
+        assert db.migration_report.applied == tuple(range(3, LATEST + 1))
         assert db.get_node("doc-1").label == "Doc 1"
     assert "__drizzle_migrations" not in tables(path)
 
@@ -401,19 +405,27 @@ def test_an_empty_original_database_is_adopted_without_a_backup(tmp_path: Path) 
     build_original(path, 3, rows=False)
     with ResonanceDB(path) as db:
         assert db.migration_report.adopted
-        assert db.migration_report.applied == ()
+        assert db.migration_report.applied == tuple(range(4, LATEST + 1))  # amalfa's own steps
         assert db.migration_report.backup is None
 
 
-def test_readonly_opens_a_final_step_original_without_writing(tmp_path: Path) -> None:
+def test_readonly_opens_a_final_step_original_only_when_nothing_is_pending(
+        tmp_path: Path) -> None:
+    # The original system's last step is our step 3; amalfa's own later steps (the vector change
+    # log, passages) cannot be applied read-only, so the database is refused, unchanged, with a
+    # message saying what to do. Once migrated, read-only opening works.
     path = tmp_path / "ro.db"
     build_original(path, 3)
     before = dump(path)
+    if LATEST > 3:
+        with pytest.raises(ReadOnlyError, match=f"version 3.*4..{LATEST}.*read-write once"):
+            ResonanceDB(path, readonly=True)
+        assert dump(path) == before
+        assert "amalfa_migrations" not in tables(path)
+        ResonanceDB(path).close()
     with ResonanceDB(path, readonly=True) as db:
         assert db.get_node("doc-3").summary == "Summary of doc 3"
         assert db.dimensions == DIM
-    assert dump(path) == before
-    assert "amalfa_migrations" not in tables(path)
 
 
 def test_readonly_cannot_migrate_an_earlier_step(tmp_path: Path) -> None:

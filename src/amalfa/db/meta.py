@@ -22,8 +22,8 @@ from amalfa.db.transactions import Transactions
 if TYPE_CHECKING:
     from amalfa._core.connection import Connection
 
-__all__ = ["DIMENSIONS_KEY", "MODEL_KEY", "PRECISION_KEY", "MetaStore", "read_meta",
-           "write_meta", "write_meta_if_absent"]
+__all__ = ["ADOPTED_FROM_KEY", "DIMENSIONS_KEY", "MODEL_KEY", "PRECISION_KEY", "MetaStore",
+           "read_meta", "write_meta", "write_meta_if_absent"]
 
 #: The name of the model the embeddings come from (as ``Embedder.model_name`` gives it).
 MODEL_KEY = "embedding_model"
@@ -31,6 +31,8 @@ MODEL_KEY = "embedding_model"
 PRECISION_KEY = "embedding_precision"
 #: The embedding dimension; recorded by the first embedding written.
 DIMENSIONS_KEY = "embedding_dimensions"
+#: Which system and schema step a database adopted from the original system came from.
+ADOPTED_FROM_KEY = "adopted_from"
 
 _HAS_TABLE = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'amalfa_meta'"
 _GET = "SELECT value FROM amalfa_meta WHERE key = ?"

@@ -66,7 +66,6 @@ CREATE TABLE IF NOT EXISTS amalfa_meta (
 """
 
 _RECORD_MIGRATION = "INSERT INTO amalfa_migrations (version, name, checksum) VALUES (?, ?, ?)"
-_SET_META = "INSERT OR REPLACE INTO amalfa_meta (key, value) VALUES (?, ?)"
 _APPLIED_VERSION = "SELECT coalesce(max(version), 0) FROM amalfa_migrations"
 _APPLIED_ROWS = "SELECT version, name, checksum FROM amalfa_migrations ORDER BY version"
 _TABLES = "SELECT name FROM sqlite_schema WHERE type = 'table'"
@@ -342,7 +341,11 @@ def _bootstrap(conn: Connection, migrations: tuple[Migration, ...], where: str) 
                 record.run((migration.version, migration.name, migration.checksum))
             tables = _tables(conn)
             origin = "original (drizzle)" if "__drizzle_migrations" in tables else "original"
-            conn.execute(_SET_META, ("adopted_from", f"{origin} at step {state.version}"))
+            # amalfa_meta's one writer is the database layer (imported here, not at the top:
+            # amalfa.db imports this module)
+            from amalfa.db.meta import ADOPTED_FROM_KEY, write_meta
+
+            write_meta(conn, ADOPTED_FROM_KEY, f"{origin} at step {state.version}")
     return adopted
 
 
