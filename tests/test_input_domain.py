@@ -265,7 +265,6 @@ def test_embed_batch_takes_any_texts_and_range_checks_the_batch_size(
 # -- the Python API: the database --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.db", strict=False)
 @DOMAIN
 @given(node_id=NONEMPTY_TEXT, kind=NONEMPTY_TEXT, label=TEXT, domain=TEXT, summary=TEXT,
        meta_key=TEXT, meta_value=TEXT)
@@ -291,7 +290,6 @@ def test_nodes_store_any_text_exactly_or_refuse_it_by_field(
     _assert_healthy(db, seeds)
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.db", strict=False)
 @DOMAIN
 @given(word=TEXT, limit=st.one_of(st.none(), INTS))
 def test_lookups_and_filters_take_any_text(graph, word: str, limit: int | None) -> None:
@@ -312,7 +310,6 @@ def test_lookups_and_filters_take_any_text(graph, word: str, limit: int | None) 
     _assert_healthy(db, seeds)
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.db", strict=False)
 def test_a_lone_surrogate_in_a_batch_is_refused_by_field_and_nothing_is_written(graph) -> None:
     db, seeds = graph
     nodes = [Node(f"batch-{i}", "doc") for i in range(300)]

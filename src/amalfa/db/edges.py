@@ -14,7 +14,7 @@ from typing import Any
 
 from amalfa.db.records import DEFAULT_EDGE_TYPE, Edge
 from amalfa.db.transactions import Transactions
-from amalfa.db.validation import bad_id, check_edge_key, check_number
+from amalfa.db.validation import bad_id, check_edge_key, check_number, refuses_unstorable_text
 
 __all__ = ["EdgeStore"]
 
@@ -43,6 +43,7 @@ _SELECT_EDGES_OF_TYPES = (
 class EdgeStore(Transactions):
     """Edge reads and writes for :class:`~amalfa.db.ResonanceDB`."""
 
+    @refuses_unstorable_text
     def insert_edge(self, source: str, target: str, type: str = DEFAULT_EDGE_TYPE) -> bool:
         """Add an edge unless the same (source, target, type) exists; True when added."""
         check_edge_key(source, target, type)
@@ -50,6 +51,7 @@ class EdgeStore(Transactions):
         self._after_write()
         return added
 
+    @refuses_unstorable_text
     def insert_semantic_edge(self, source: str, target: str, type: str,
                              confidence: float = 1.0, veracity: float = 1.0,
                              context_source: str | None = None) -> None:
@@ -64,6 +66,7 @@ class EdgeStore(Transactions):
             (source, target, type, confidence, veracity, context_source))
         self._after_write()
 
+    @refuses_unstorable_text
     def delete_edge(self, source: str, target: str, type: str = DEFAULT_EDGE_TYPE) -> bool:
         """Delete the edge (source, target, type); False when there was none."""
         check_edge_key(source, target, type)
@@ -71,6 +74,7 @@ class EdgeStore(Transactions):
         self._after_write()
         return deleted
 
+    @refuses_unstorable_text
     def delete_edges(self, edges: Iterable[tuple[str, str, str] | Edge]) -> int:
         """Delete many edges, each given as an :class:`Edge` or a (source, target, type) tuple,
         in one transaction; returns how many existed. A bad key raises before anything is
@@ -86,6 +90,7 @@ class EdgeStore(Transactions):
         with self.transaction():
             return sum(delete.run(key) for key in keys)
 
+    @refuses_unstorable_text
     def get_edges(self, node_id: str, *, direction: str = "outgoing") -> list[Edge]:
         """Edges of a node: ``"outgoing"`` (the default, as the original), ``"incoming"`` or
         ``"both"`` (a self-loop listed once)."""
@@ -98,10 +103,12 @@ class EdgeStore(Transactions):
                              f"not {direction!r}")
         return [Edge(*row) for row in self._conn.prepare(sql).execute((node_id,))]
 
+    @refuses_unstorable_text
     def get_incoming_edges(self, node_id: str) -> list[Edge]:
         """Edges pointing at a node."""
         return self.get_edges(node_id, direction="incoming")
 
+    @refuses_unstorable_text
     def get_edges_by_type(self, types: str | Iterable[str]) -> list[Edge]:
         """Every edge of one type, or of any of several (in insertion order); ingest reads its
         link edges (``links_to``, ``wikilink``) this way."""

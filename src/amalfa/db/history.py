@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amalfa.db.records import HistoryEntry
-from amalfa.db.validation import check_count, load_json
+from amalfa.db.validation import check_count, load_json, refuses_unstorable_text
 from amalfa.errors import MisuseError
 
 if TYPE_CHECKING:
@@ -107,6 +107,7 @@ class HistoryLog:
             self._conn.execute(create_sql if enabled else f"DROP TRIGGER IF EXISTS temp.{name}")
         self._history = bool(enabled)
 
+    @refuses_unstorable_text
     def get_history(self, entity_id: str | None = None, *, entity_type: str | None = None,
                     limit: int | None = None) -> list[HistoryEntry]:
         """Audit rows, oldest first, for one entity id and/or entity type (``node``/``edge``)."""

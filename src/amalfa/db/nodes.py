@@ -29,6 +29,7 @@ from amalfa.db.validation import (
     load_json,
     node_from_row,
     node_head,
+    refuses_unstorable_text,
 )
 from amalfa.fafcas import to_fafcas
 
@@ -92,6 +93,7 @@ _SELECT_INGESTED = (
 class NodeStore(MetaStore):
     """Node reads and writes for :class:`~amalfa.db.ResonanceDB`."""
 
+    @refuses_unstorable_text
     def insert_node(self, node: Node) -> None:
         """Insert ``node`` or replace every field of the node with its id (an upsert).
 
@@ -114,6 +116,7 @@ class NodeStore(MetaStore):
             self._conn.prepare(_UPSERT_NODE).run(head + (vector,))
         self._dimensions, self._dimensions_recorded = vector.shape[0], True
 
+    @refuses_unstorable_text
     def insert_nodes(self, nodes: Iterable[Node]) -> int:
         """Upsert many nodes in one transaction; returns how many were written.
 
@@ -135,6 +138,7 @@ class NodeStore(MetaStore):
             self._dimensions, self._dimensions_recorded = dimensions, True
         return count
 
+    @refuses_unstorable_text
     def update_node_meta(self, node_id: str, meta: Mapping[str, Any]) -> bool:
         """Replace a node's meta; returns False when there is no such node.
 
@@ -149,6 +153,7 @@ class NodeStore(MetaStore):
         self._after_write()
         return changed
 
+    @refuses_unstorable_text
     def update_node_date(self, node_id: str, date: str | _dt.date | None) -> bool:
         """Set a node's date (a str, a datetime.date stored as ISO 8601, or None)."""
         if type(node_id) is not str or not node_id:
@@ -157,6 +162,7 @@ class NodeStore(MetaStore):
         self._after_write()
         return changed
 
+    @refuses_unstorable_text
     def delete_node(self, node_id: str) -> bool:
         """Delete a node and every edge from or to it; returns False when there was no node."""
         if type(node_id) is not str or not node_id:
@@ -168,6 +174,7 @@ class NodeStore(MetaStore):
 
     # -- reading ------------------------------------------------------------------------------
 
+    @refuses_unstorable_text
     def get_node(self, node_id: str) -> Node | None:
         """The node with this id, or None."""
         if type(node_id) is not str:
@@ -175,6 +182,7 @@ class NodeStore(MetaStore):
         row = self._conn.prepare(_SELECT_NODE).first((node_id,))
         return None if row is None else node_from_row(row)
 
+    @refuses_unstorable_text
     def get_nodes(self, *, domain: str | None = None, type: str | None = None,
                   limit: int | None = None, offset: int | None = None,
                   exclude_content: bool = False) -> list[Node]:
@@ -198,12 +206,14 @@ class NodeStore(MetaStore):
         sql = _GET_NODES_SQL[(domain is not None, type is not None, bool(exclude_content))]
         return [node_from_row(row) for row in self._conn.prepare(sql).execute(params)]
 
+    @refuses_unstorable_text
     def get_nodes_by_type(self, type: str) -> list[Node]:
         """All nodes of one type (the original's shortcut for ``get_nodes(type=...)``)."""
         if not isinstance(type, str):
             raise TypeError(f"type must be a str, not {type.__class__.__name__}")
         return self.get_nodes(type=type)
 
+    @refuses_unstorable_text
     def get_node_hash(self, node_id: str) -> str | None:
         """The stored content hash of a node (None when there is no node or no hash)."""
         if type(node_id) is not str:

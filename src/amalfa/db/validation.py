@@ -10,18 +10,26 @@ once per node of every bulk insert.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import inspect
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from amalfa.db.records import DEFAULT_DOMAIN, DEFAULT_LAYER, Node
-from amalfa.errors import DatabaseError
+from amalfa.errors import DatabaseError, InvalidTextError
 from amalfa.fafcas import to_fafcas
+from amalfa.limits import IntRange
+from amalfa.text_rules import check_storable, first_surrogate
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+#: LIMIT and OFFSET values: SQLite's 64-bit integers, never negative.
+SQL_COUNT = IntRange(0, 2**63 - 1, "rows")
 
 _F32 = np.dtype(np.float32)
 _NUMERIC_KINDS = frozenset("biuf")
@@ -218,11 +226,80 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def check_count(value: Any, field_name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{field_name} must be an int, not {value.__class__.__name__}")
-    if value < 0:
-        raise ValueError(f"{field_name} must be >= 0, got {value}")
-    return int(value)
+    """A LIMIT or OFFSET: an integer in 0..2**63 - 1 (SQLite's integers), or an error naming
+    the range (never an OverflowError from the binding)."""
+    return SQL_COUNT.check(value, field_name)
+
+
+def refuses_unstorable_text(method: _Method) -> _Method:
+    """Turn the binding's bare UnicodeEncodeError (a lone surrogate in a bound str) into an
+    :class:`~amalfa.errors.InvalidTextError` naming the argument (and the node's field).
+
+    Nothing is checked on the way in: the binding finds the character anyway, before a
+    statement runs, so the happy path costs nothing and the error names what it was.
+    """
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def named(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except InvalidTextError:
+            raise
+        except UnicodeEncodeError as exc:
+            try:
+                arguments = signature.bind(self, *args, **kwargs).arguments
+            except TypeError:
+                arguments = {}
+            raise unstorable_text(exc, arguments) from None
+
+    return named  # type: ignore[return-value]
+
+
+def _node_fields(node: Node) -> Iterator[tuple[str, Any]]:
+    prefix = f"node {node.id!r}: " if isinstance(node.id, str) else "node: "
+    for name in ("id", "type", "label", "domain", "layer", "summary", "hash", "date"):
+        yield prefix + name, getattr(node, name)
+    if isinstance(node.meta, Mapping):
+        for key, value in node.meta.items():
+            yield prefix + "meta key", key
+            yield prefix + f"meta[{key!r}]", value
+
+
+def _text_fields(name: str, value: Any, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """(where, text) for every str inside an argument: nodes by field, lists by index."""
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, Node):
+        yield from _node_fields(value)
+    elif isinstance(value, Mapping) and depth < 3:
+        for key, item in value.items():
+            yield f"{name} key", key
+            yield from _text_fields(f"{name}[{key!r}]", item, depth + 1)
+    elif isinstance(value, (list, tuple)) and depth < 3:  # never a generator: it is used up
+        for index, item in enumerate(value):
+            yield from _text_fields(f"{name}[{index}]", item, depth + 1)
+
+
+def unstorable_text(exc: UnicodeEncodeError, arguments: Mapping[str, Any]) -> InvalidTextError:
+    """The InvalidTextError for the first text among ``arguments`` SQLite cannot store."""
+    for name, value in arguments.items():
+        if name == "self":
+            continue
+        for where, text in _text_fields(name, value):
+            if isinstance(text, str) and first_surrogate(text) is not None:
+                try:
+                    check_storable(text, what=where)
+                except InvalidTextError as refused:
+                    return refused
+    text = exc.object if isinstance(exc.object, str) else "\ud800"
+    start = exc.start if 0 <= exc.start < len(text) else 0
+    try:
+        check_storable(text[start:start + 1], what="a bound text")
+    except InvalidTextError as refused:
+        return InvalidTextError(str(refused).replace("character 0", f"character {start}"),
+                                text, start)
+    return InvalidTextError(f"a bound text cannot be encoded: {exc.reason}", text, start)
 
 
 def check_edge_key(source: Any, target: Any, type: Any) -> None:
