@@ -53,7 +53,7 @@ def test_defaults_when_there_is_no_file(tmp_path: Path) -> None:
     assert settings.sources == ["./docs"]
     assert settings.exclude_patterns == ["node_modules", ".git", ".amalfa"]
     assert settings.database == ".amalfa/runtime/resonance.db"
-    assert settings.embeddings == EmbeddingSettings("BAAI/bge-small-en-v1.5", 384)
+    assert settings.embeddings == EmbeddingSettings("sentence-transformers/all-MiniLM-L6-v2", 384)
     assert settings.scratchpad == ScratchpadSettings(
         enabled=True,
         threshold_bytes=4096,
@@ -92,7 +92,7 @@ def test_file_in_root_is_merged_over_defaults(tmp_path: Path) -> None:
     # keys not in the file keep their defaults, section by section
     assert settings.scratchpad.preview_length == 200
     assert settings.scratchpad.enabled is True
-    assert settings.embeddings == EmbeddingSettings("BAAI/bge-small-en-v1.5", 768)
+    assert settings.embeddings == EmbeddingSettings("sentence-transformers/all-MiniLM-L6-v2", 768)
     assert settings.exclude_patterns == ["node_modules", ".git", ".amalfa"]
 
 
@@ -395,3 +395,35 @@ def test_ensure_refuses_unknown_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'tmp'"):
         folders.ensure("runtime", "tmp")
     assert not folders.runtime.exists()  # nothing created when the request is wrong
+
+
+def test_the_default_model_is_the_embedders_default() -> None:
+    # one source of truth: a project without settings embeds and queries with the model that
+    # `pip install 'amalfa[model]'` installs, whether it goes through the settings or not
+    from amalfa.embedder import DEFAULT_MODEL
+
+    assert load_settings(root=Path("/nonexistent-root")).embeddings.model == DEFAULT_MODEL
+
+
+@pytest.mark.parametrize(("value", "port"), [(None, 3010), ("", 3010), ("  ", 3010),
+                                             ("4000", 4000), (" 4001\n", 4001), ("65535", 65535),
+                                             ("1", 1)])
+def test_vector_port(value: str | None, port: int) -> None:
+    from amalfa.settings import vector_port
+
+    assert vector_port({} if value is None else {"VECTOR_PORT": value}) == port
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "http", "-1", "30 10", "3e3", "\u0663"])
+def test_a_bad_vector_port_names_the_variable_and_the_value(value: str) -> None:
+    from amalfa.settings import vector_port
+
+    with pytest.raises(SettingsError, match=f"VECTOR_PORT must be a port number.*{value!r}"):
+        vector_port({"VECTOR_PORT": value})
+
+
+def test_vector_port_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amalfa.settings import vector_port
+
+    monkeypatch.setenv("VECTOR_PORT", "3456")
+    assert vector_port() == 3456
