@@ -113,6 +113,11 @@ def test_new_file_is_found_by_search(watcher: WatchProcess, project: Path) -> No
         [sys.executable, "-m", "amalfa", "search", sentence, "-k", "1", "--json"],
         cwd=project, env=_env(project), capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(search.stdout)[0]["id"] == "docs-albatross"
+    runs = [json.loads(line) for line in (project / ".amalfa" / "runs.jsonl").read_text()
+            .splitlines() if line.strip()]
+    logged = [run for run in runs if run["operation"] == "watch"]
+    assert logged[0]["changes"] == 0  # the catch-up run
+    assert any(run["added"] == 1 and run["changes"] >= 1 for run in logged[1:])
 
 
 def test_edit_re_embeds_only_what_changed(watcher: WatchProcess, project: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from amalfa.cli._context import Context
 from amalfa.cli._errors import EXIT_OK, EXIT_USAGE
 from amalfa.cli._output import show_path
@@ -52,7 +54,7 @@ def cmd_watch(ctx: Context) -> int:
     def report(batch: WatchBatch) -> None:
         if ctx.json:
             result = batch.result
-            line = {"changes": [{"kind": k, "path": p} for k, p in batch.changes],
+            line: dict[str, Any] = {"changes": [{"kind": k, "path": p} for k, p in batch.changes],
                     "error": batch.error, "seconds": round(batch.seconds, 3)}
             if result is not None:
                 line.update(added=result.added, updated=result.updated, removed=result.removed,
