@@ -567,3 +567,38 @@ def test_help_of_every_command_in_a_subprocess(path: tuple[str, ...], env: dict[
     proc = amalfa(tmp_path, env, *path, "--help")
     assert proc.stdout.startswith(f"usage: amalfa {' '.join(path)}")
     assert proc.stderr == ""
+
+
+# --------------------------------------------------------------------------------------------
+# The model: the one a database recorded wins
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_recorded_model_wins_and_a_missing_one_is_a_clear_error(
+        project: Path, env: dict[str, str], tmp_path: Path) -> None:
+    from amalfa.embedder import Embedder  # finds the embedded model's files; loads nothing
+
+    files = Embedder(use_daemon=False).files
+    folder = tmp_path / "my-model"  # the embedded model under another name: same 384-d vectors
+    folder.mkdir()
+    (folder / "model.onnx").symlink_to(files.onnx_path)
+    (folder / "tokenizer.json").write_text(files.tokenizer_text(), encoding="utf-8")
+    settings = Path(env["AMALFA_SETTINGS"])
+    settings.write_text(json.dumps({"sources": ["notes"],
+                                    "embeddings": {"model": str(folder)}}), encoding="utf-8")
+    amalfa(project, env, "init")
+    assert amalfa_json(project, env, "stats")["model"] == str(folder.resolve())
+
+    # back to the default model in the settings: queries still use the recorded one
+    settings.write_text(json.dumps({"sources": ["notes"]}), encoding="utf-8")
+    hits = amalfa_json(project, env, "search", "naturally leavened bread")
+    assert hits[0]["id"] == "notes-sourdough"
+    doctor = amalfa_json(project, env, "doctor")
+    model_check = next(c for c in doctor["checks"] if c["check"] == "model")
+    assert model_check["name"] == str(folder.resolve())
+
+    # the recorded model is gone: an error naming it, never a quiet switch to another model
+    (folder / "model.onnx").unlink()
+    proc = amalfa(project, env, "search", "naturally leavened bread", expect=None)
+    assert_one_line_error(proc, 1, re.escape(str(folder.resolve())))
+    assert "AMALFA_MODEL_PATH" in proc.stderr.splitlines()[1]
