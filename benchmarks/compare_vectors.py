@@ -1,27 +1,35 @@
-"""Vector search, side by side in one process: amalfa's scans against the peers.
+"""Vector search, side by side in one run: amalfa's cached matrix against the peers, warm, right
+after other processes write, and cold.
 
-For each N (default 10k and 100k; add 1000000 with --sizes) a database of N hollow nodes with
-384-d FAFCAS embeddings is built once, then every contender answers the same top-10 queries:
+For each N (default 100k; add 1000000 with --sizes) a database of N hollow nodes with 384-d FAFCAS
+embeddings is built once, plus a sqlite-vec ``vec0`` table of the same vectors in its own file.
 
-  amalfa sqlite scan     VectorEngine.scan_sqlite: step the rows, score each BLOB in C
-  stdlib + numpy         sqlite3 fetch of every BLOB, np.frombuffer + vstack, matmul, argpartition
-  sqlite-vec             vec_distance_cosine(...) ORDER BY LIMIT 10, through apsw
-  amalfa cached          VectorEngine.search_by_vector over the cached matrix (top-k in C)
-  amalfa cached batch    16 queries in one pass (time per query)
-  numpy cached           matmul + argpartition over the same in-memory matrix
+  amalfa cached          VectorEngine.top_k over the cached matrix (top-k in C)
+  numpy cached           matmul + argpartition over the same matrix
   faiss IndexFlatIP      exact inner-product index over the same matrix, one query
+  amalfa sqlite scan     VectorEngine.scan_sqlite: step the rows, score each BLOB in C
+  vec0 KNN               sqlite-vec 0.1.x ``vec0`` MATCH ... AND k = 10     (apsw, subprocess)
+  vec_distance_cosine    sqlite-vec brute force over ``nodes``             (apsw, subprocess)
+  after 1 update         another process (stdlib sqlite3) updates 1 row, then amalfa queries
+  after 1% updated       another process updates 1% of the rows in one transaction, then a query
+  cold (snapshot)        a fresh process: open the database, one top_k (imports excluded)
+  cold (no snapshot)     the same with the snapshot file deleted: the B-tree walk
+  cold vec0 KNN          a fresh process: open, load sqlite-vec, one vec0 KNN
+  batch 64 (GEMM)        VectorEngine.top_k_batch of 64 queries / numpy M @ Q.T + argpartition
 
-Medians of repeated runs; ratios are peer time / amalfa time (higher means amalfa is faster).
-Peers that are not installed are listed as unavailable (pip install ".[bench]").
-Run: python benchmarks/compare_vectors.py [--sizes 10000 100000 1000000] [--repeat 7]
+SQLite libraries never share a file in one process: sqlite-vec (apsw) and the writer (stdlib)
+run in subprocesses. Medians of repeated runs; ratios are peer time / amalfa time (higher means
+amalfa is faster). Run: python benchmarks/compare_vectors.py [--sizes 100000 1000000] [--repeat 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import sqlite3
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,20 +38,25 @@ from pathlib import Path
 
 import numpy as np
 
-import amalfa
-
 DIM = 384
 TOP_K = 10
+HERE = Path(__file__).resolve()
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm caches (page cache, matrix load, thread pool)
+def median_seconds(fn: Callable[[], object], repeat: int, warm: bool = True) -> float:
+    if warm:
+        fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    m = rng.standard_normal((n, DIM)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
 def build_database(path: Path, n: int, rng: np.random.Generator) -> None:
@@ -53,7 +66,7 @@ def build_database(path: Path, n: int, rng: np.random.Generator) -> None:
     with ResonanceDB.create(path, history=False) as db:
         batch = 20000
         for start in range(0, n, batch):
-            m = rng.standard_normal((min(batch, n - start), DIM)).astype(np.float32)
+            m = unit_rows(rng, min(batch, n - start))
             db.insert_nodes(
                 Node(id=f"node-{i:07d}", type="document", label=f"Title {i}",
                      domain="knowledge" if i % 4 else "persona", embedding=row,
@@ -63,77 +76,251 @@ def build_database(path: Path, n: int, rng: np.random.Generator) -> None:
         db.checkpoint()
 
 
-def contenders(path: Path, queries: np.ndarray):
+# -- subprocess workers ---------------------------------------------------------------------------
+
+
+def worker_vec(args: argparse.Namespace) -> None:
+    """sqlite-vec through apsw: build the vec0 file if missing, then time KNN and the brute force
+    over nodes; or, with --cold, time one open-to-results KNN in this fresh process."""
+    import apsw
+    import sqlite_vec
+
+    queries = np.load(args.queries)
+    q = queries[0].tobytes()
+    knn = "SELECT rowid, distance FROM vec_nodes WHERE embedding MATCH ? AND k = 10"
+    if args.cold:
+        start = time.perf_counter()
+        vec = apsw.Connection(args.vecdb)
+        vec.enable_load_extension(True)
+        vec.load_extension(sqlite_vec.loadable_path())
+        rows = vec.execute(knn, (q,)).fetchall()
+        print(json.dumps({"cold_ms": (time.perf_counter() - start) * 1e3, "rows": len(rows),
+                          "rss_mb": peak_rss_mb()}))
+        return
+    vec = apsw.Connection(args.vecdb)
+    vec.enable_load_extension(True)
+    vec.load_extension(sqlite_vec.loadable_path())
+    if not vec.execute("SELECT 1 FROM sqlite_schema WHERE name = 'vec_nodes'").fetchall():
+        src = apsw.Connection(args.db, flags=apsw.SQLITE_OPEN_READONLY)
+        vec.execute(f"CREATE VIRTUAL TABLE vec_nodes USING vec0(embedding float[{DIM}] "
+                    "distance_metric=cosine)")
+        with vec:
+            vec.executemany("INSERT INTO vec_nodes (rowid, embedding) VALUES (?, ?)",
+                            src.execute("SELECT rowid, embedding FROM nodes"))
+        src.close()
+    nodes = apsw.Connection(args.db, flags=apsw.SQLITE_OPEN_READONLY)
+    nodes.enable_load_extension(True)
+    nodes.load_extension(sqlite_vec.loadable_path())
+    brute = ("SELECT rowid, vec_distance_cosine(embedding, ?) AS d FROM nodes "
+             "WHERE embedding IS NOT NULL ORDER BY d LIMIT 10")
+    out = {"knn_ms": median_seconds(lambda: vec.execute(knn, (q,)).fetchall(), args.repeat) * 1e3,
+           "cosine_ms": median_seconds(lambda: nodes.execute(brute, (q,)).fetchall(),
+                                       max(3, args.repeat // 2)) * 1e3}
+    print(json.dumps(out))
+
+
+def worker_cold(args: argparse.Namespace) -> None:
+    """A fresh process: open the database and answer one query; imports are not timed."""
     from amalfa.db import ResonanceDB
     from amalfa.vectors import VectorEngine
 
+    q = np.load(args.queries)[0]
+    start = time.perf_counter()
+    db = ResonanceDB(args.db)
+    engine = VectorEngine(db, snapshot=not args.no_snapshot)
+    rowids, _ = engine.top_k(q, TOP_K)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"cold_ms": elapsed * 1e3, "rows": len(rowids),
+                      "from_snapshot": engine.snapshot_loads,
+                      "rss_mb": peak_rss_mb()}))
+    db.close()
+
+
+def worker_writer(args: argparse.Namespace) -> None:
+    """Another client (stdlib sqlite3): on each line 'K', update K random rows' embeddings in
+    one transaction, commit, answer 'ok'."""
+    import sqlite3
+
+    conn = sqlite3.connect(args.db, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    (low, high) = conn.execute("SELECT min(rowid), max(rowid) FROM nodes").fetchone()
+    rng = np.random.default_rng(99)
+    for line in sys.stdin:
+        k = int(line)
+        rows = rng.integers(low, high + 1, size=k)
+        vectors = unit_rows(rng, k)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("UPDATE nodes SET embedding = ? WHERE rowid = ?",
+                         [(v.tobytes(), int(r)) for v, r in zip(vectors, rows)])
+        conn.execute("COMMIT")
+        print("ok", flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss carries the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(kind: str, *extra: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, str(HERE), "--worker", kind, *extra],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- the comparison -------------------------------------------------------------------------------
+
+
+def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generator) -> None:
+    from amalfa.db import ResonanceDB
+    from amalfa.vectors import VectorEngine
+
+    queries = unit_rows(rng, 64)
+    qfile = path.with_suffix(".queries.npy")
+    np.save(qfile, queries)
+    q = queries[0]
+    results: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    def record(name: str, seconds: float, note: str = "") -> None:
+        results[name] = seconds
+        notes[name] = note
+        print(f"  {name:<28}{seconds * 1e3:>10.2f} ms  {note}", flush=True)
+
+    common = ["--db", str(path), "--vecdb", str(vecdb), "--queries", str(qfile),
+              "--repeat", str(repeat)]
+    try:
+        peer = run_worker("vec", *common)
+        record("vec0 KNN", peer["knn_ms"] / 1e3, "(subprocess, apsw + sqlite-vec)")
+        record("vec_distance_cosine", peer["cosine_ms"] / 1e3, "(subprocess)")
+    except (subprocess.CalledProcessError, ImportError) as exc:
+        print(f"  sqlite-vec unavailable: {exc}")
+
     db = ResonanceDB(path)
     engine = VectorEngine(db)
-    engine.refresh()
+    start = time.perf_counter()
+    engine.refresh(force=True)
+    record("full reload (B-tree walk)", time.perf_counter() - start,
+           f"(writes the snapshot: {engine.snapshot_file.name})")
     matrix = engine.matrix
-    q = queries[0]
-    out: dict[str, Callable[[], object] | str] = {}
+    record("amalfa cached", median_seconds(lambda: engine.top_k(q, TOP_K), repeat))
 
-    out["amalfa sqlite scan"] = lambda: engine.scan_sqlite(q, TOP_K)
-
-    std = sqlite3.connect(path)
-    for pragma in ("busy_timeout = 5000", "synchronous = NORMAL", "mmap_size = 0",
-                   "temp_store = MEMORY", "foreign_keys = ON"):
-        std.execute(f"PRAGMA {pragma}")
-
-    def stdlib_numpy():
-        rows = std.execute("SELECT id, embedding FROM nodes WHERE embedding IS NOT NULL").fetchall()
-        m = np.vstack([np.frombuffer(blob, dtype=np.float32) for _, blob in rows])
-        scores = m @ q
-        top = np.argpartition(-scores, TOP_K)[:TOP_K]
-        return [rows[i][0] for i in top[np.argsort(-scores[top])]]
-
-    out["stdlib + numpy"] = stdlib_numpy
-
-    try:
-        import apsw
-        import sqlite_vec
-
-        vec = apsw.Connection(str(path))
-        vec.enable_load_extension(True)
-        vec.load_extension(sqlite_vec.loadable_path())
-        qblob = q.tobytes()
-        sql = ("SELECT id, vec_distance_cosine(embedding, ?) AS d FROM nodes "
-               "WHERE embedding IS NOT NULL ORDER BY d LIMIT 10")
-        out["sqlite-vec"] = lambda: vec.execute(sql, (qblob,)).fetchall()
-    except ImportError as exc:
-        out["sqlite-vec"] = f"unavailable ({exc.name})"
-
-    out["amalfa cached"] = lambda: engine.search_by_vector(q, TOP_K, threshold=-1.0)
-    batch = queries[:16]
-    out["amalfa cached batch/q"] = (lambda: engine.search_batch(batch, TOP_K, threshold=-1.0), 16)
-
-    def numpy_cached():
+    def numpy_cached() -> object:
         scores = matrix @ q
         top = np.argpartition(-scores, TOP_K)[:TOP_K]
         return top[np.argsort(-scores[top])]
 
-    out["numpy cached"] = numpy_cached
-
+    record("numpy cached", median_seconds(numpy_cached, repeat))
     try:
         import faiss
 
         index = faiss.IndexFlatIP(DIM)
         index.add(np.ascontiguousarray(matrix))
-        q2 = q.reshape(1, -1)
-        out["faiss IndexFlatIP"] = lambda: index.search(q2, TOP_K)
+        record("faiss IndexFlatIP", median_seconds(lambda: index.search(q.reshape(1, -1), TOP_K),
+                                                   repeat))
     except ImportError:
-        out["faiss IndexFlatIP"] = "unavailable (faiss-cpu)"
-    return out, db
+        print("  faiss unavailable")
+    record("amalfa sqlite scan", median_seconds(lambda: engine.scan_sqlite(q, TOP_K),
+                                                max(3, repeat // 2)))
+
+    writer = subprocess.Popen([sys.executable, str(HERE), "--worker", "writer", "--db", str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def after_write(rows: int) -> float:
+        times = []
+        for _ in range(repeat):
+            assert writer.stdin is not None and writer.stdout is not None
+            writer.stdin.write(f"{rows}\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline().strip() == "ok"
+            start = time.perf_counter()
+            engine.top_k(q, TOP_K)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    reloads = engine.full_reloads
+    record("after 1 update (other proc)", after_write(1))
+    record("after 1% updated", after_write(max(1, n // 100)),
+           f"(full reloads during these: {engine.full_reloads - reloads})")
+    assert writer.stdin is not None
+    writer.stdin.close()
+    writer.wait()
+    engine.refresh()
+    engine.save_snapshot()
+
+    batch = queries[:64]
+    record("amalfa batch 64 (GEMM)", median_seconds(lambda: engine.top_k_batch(batch, TOP_K),
+                                                    repeat))
+
+    def numpy_batch() -> object:
+        scores = matrix @ batch.T
+        top = np.argpartition(-scores, TOP_K, axis=0)[:TOP_K]
+        return np.take_along_axis(scores, top, axis=0)
+
+    record("numpy batch 64", median_seconds(numpy_batch, repeat))
+    main_rss = peak_rss_mb()
+    db.close()
+
+    colds = [run_worker("cold", *common) for _ in range(repeat)]
+    rss = max(c["rss_mb"] for c in colds)
+    record("cold (snapshot)", statistics.median(c["cold_ms"] for c in colds) / 1e3,
+           f"(fresh process; from snapshot {sum(c['from_snapshot'] for c in colds)}/{len(colds)};"
+           f" peak RSS {rss:.0f} MB)")
+    colds = [run_worker("cold", *common, "--no-snapshot") for _ in range(max(3, repeat // 2))]
+    record("cold (no snapshot)", statistics.median(c["cold_ms"] for c in colds) / 1e3,
+           "(fresh process, B-tree walk)")
+    try:
+        colds = [run_worker("vec", *common, "--cold") for _ in range(repeat)]
+        record("cold vec0 KNN", statistics.median(c["cold_ms"] for c in colds) / 1e3,
+               f"(fresh process; peak RSS {max(c['rss_mb'] for c in colds):.0f} MB)")
+    except subprocess.CalledProcessError as exc:
+        print(f"  cold vec0 unavailable: {exc.stderr[-300:]}")
+
+    print(f"  matrix {n * DIM * 4 / 2**20:.0f} MB; this process's peak RSS {main_rss:.0f} MB")
+    print("ratios (peer / amalfa, higher is better for amalfa; budgets from issue 12):")
+    cached = results["amalfa cached"]
+
+    def ratio(label: str, peer: str, ours: str, goal: str) -> None:
+        if peer in results and ours in results:
+            print(f"  {label:<44}{results[peer] / results[ours]:8.2f}x   goal {goal}")
+
+    ratio("numpy cached / amalfa cached", "numpy cached", "amalfa cached", ">= 1.0x")
+    ratio("faiss / amalfa cached", "faiss IndexFlatIP", "amalfa cached", ">= 2x")
+    ratio("vec0 KNN / amalfa after 1 update", "vec0 KNN", "after 1 update (other proc)", ">= 8x")
+    print(f"  {'amalfa after 1 update / amalfa cached':<44}"
+          f"{results['after 1 update (other proc)'] / cached:8.2f}x   goal <= 1.5x")
+    print(f"  {'amalfa after 1% updated / amalfa cached':<44}"
+          f"{results['after 1% updated'] / cached:8.2f}x   goal <= 4x")
+    ratio("cold vec0 KNN / amalfa cold (snapshot)", "cold vec0 KNN", "cold (snapshot)",
+          ">= 2x (amalfa <= 0.5x)")
+    ratio("cold vec0 KNN / amalfa cold (no snapshot)", "cold vec0 KNN", "cold (no snapshot)", "-")
+    ratio("numpy batch 64 / amalfa batch 64", "numpy batch 64", "amalfa batch 64 (GEMM)",
+          ">= 0.8x")
+    ratio("vec_distance_cosine / amalfa sqlite scan", "vec_distance_cosine", "amalfa sqlite scan",
+          "-")
+    ratio("vec0 KNN / amalfa sqlite scan", "vec0 KNN", "amalfa sqlite scan", "-")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the benchmark databases go (default: a temporary folder)")
+    parser.add_argument("--worker", choices=["vec", "cold", "writer"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--vecdb", help=argparse.SUPPRESS)
+    parser.add_argument("--queries", help=argparse.SUPPRESS)
+    parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-snapshot", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        {"vec": worker_vec, "cold": worker_cold, "writer": worker_writer}[args.worker](args)
+        return 0
+    import amalfa
+
     rng = np.random.default_rng(7)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="amalfa-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -146,29 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             build_database(path, n, rng)
             print(f"\nbuilt {n:,} nodes in {time.perf_counter() - t0:.1f} s "
                   f"({path.stat().st_size / 1e6:.0f} MB)")
-        queries = amalfa.to_fafcas(rng.standard_normal((16, DIM)).astype(np.float32))
-        table, db = contenders(path, queries)
-        gb = n * DIM * 4 / 1e9
-        results: dict[str, float] = {}
-        print(f"\nN = {n:,} ({gb * 1000:.0f} MB of vectors)")
-        print(f"{'contender':<24}{'median ms':>12}{'GB/s':>9}")
-        for name, entry in table.items():
-            if isinstance(entry, str):
-                print(f"{name:<24}{entry:>21}")
-                continue
-            fn, per = entry if isinstance(entry, tuple) else (entry, 1)
-            repeat = args.repeat if n <= 100_000 or "cached" in name or "faiss" in name else 3
-            seconds = median_seconds(fn, repeat) / per
-            results[name] = seconds
-            print(f"{name:<24}{seconds * 1000:>12.2f}{gb / seconds:>9.2f}")
-        db.close()
-        print("ratios (peer / amalfa, higher is better for amalfa):")
-        scan, cached = results.get("amalfa sqlite scan"), results.get("amalfa cached")
-        for peer, ours in (("stdlib + numpy", scan), ("sqlite-vec", scan),
-                           ("numpy cached", cached), ("faiss IndexFlatIP", cached)):
-            if peer in results and ours:
-                kind = "sqlite scan" if ours is scan else "cached"
-                print(f"  {peer:<20} / amalfa {kind:<12} = {results[peer] / ours:6.1f}x")
+        print(f"\nN = {n:,}")
+        compare(path, workdir / f"vec0-{n}.db", n, args.repeat, rng)
     return 0
 
 

@@ -472,6 +472,12 @@ def role_kernels(opts: dict[str, Any]) -> None:
     kernels.topk_matrix_batch(out, matrix[:4].copy(), 5)
     kernels.topk_matrix_batch(out, matrix[:4].copy(), 5, -1.0, 2)
     kernels.scores_matrix(out, query)
+    codes, scales = np.empty((n, dim), np.int8), np.empty(n, np.float32)
+    kernels.quantize_rows(out, codes, scales)
+    query_codes, query_scale = kernels.quantize_query(query)
+    _, near = kernels.topk_int8(codes, scales, query_codes, query_scale, 7)
+    assert near[0] == 5, near
+    kernels.topk_int8(codes, scales, query_codes, query_scale, 7, -1.0, 2)  # two threads
     vec = rng.standard_normal(37).astype(np.float32)
     kernels.normalize_inplace(vec)
     kernels.normalize_inplace(np.zeros(5, np.float32))

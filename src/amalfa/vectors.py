@@ -36,7 +36,9 @@ How the cached matrix is kept (and why):
   transaction sees its uncommitted rows; the rowids it touched are remembered and re-read after
   the transaction ends, so a rollback cannot leave rolled-back vectors in the cache.
 
-Only the top k rows are hydrated (id, title, date, meta) from ``nodes``.
+A cold process starts from the snapshot file beside the database (amalfa.vector_snapshot) when
+it validates; ``precision="int8"`` adds an int8 copy scanned first and rescored exactly
+(amalfa.vector_scans). Only the top k rows are hydrated (id, title, date, meta) from ``nodes``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import numpy.typing as npt
 from amalfa._core import fafcas as kernels
 from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
+from amalfa.vector_scans import gemm_top_k, int8_top_k
 from amalfa.vector_snapshot import peek_seq, read_snapshot, snapshot_path, write_snapshot
 
 if TYPE_CHECKING:
@@ -59,7 +62,8 @@ if TYPE_CHECKING:
     from amalfa.embedder import Embedder
 
 __all__ = ["VectorEngine", "SearchResult", "RELOAD_FRACTION", "RELOAD_MIN_CHANGES",
-           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES", "SNAPSHOT_MIN_ROWS"]
+           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES", "SNAPSHOT_MIN_ROWS", "INT8_POOL_FACTOR",
+           "INT8_POOL_MIN"]
 
 #: a refresh reloads fully when the log holds more changes than this fraction of the cached rows:
 #: measured, re-reading one changed row by rowid costs about 4x what streaming one row costs
@@ -71,10 +75,12 @@ COMPACT_FRACTION = 0.25
 #: a full reload of at least this many rows writes the snapshot a cold process starts from
 #: (below it the B-tree walk costs a few milliseconds and a cache file is not worth keeping)
 SNAPSHOT_MIN_ROWS = 10_000
+#: with precision="int8" the int8 scan keeps this many candidates per wanted hit (and at least
+#: INT8_POOL_MIN) and rescores them exactly in fp32: recall@10 measured 1.0 on MiniLM vectors
+INT8_POOL_FACTOR = 4
+INT8_POOL_MIN = 32
 #: search_batch runs as blocked matrix-matrix products (numpy's BLAS) from this many queries on
 BATCH_GEMM_MIN_QUERIES = 16
-# rows of the matrix per GEMM block: (block x q) scores stay in L2 for q = 64
-_GEMM_BLOCK_ROWS = 8192
 # ids of skipped (wrong-length or non-finite) rows remembered per load
 _SKIPPED_ROOM = 4096
 _GROWTH = 1.25
@@ -106,14 +112,18 @@ class VectorEngine:
     """
 
     def __init__(self, db: ResonanceDB, *, source: str = "nodes", embedder: Embedder | None = None,
-                 cache: bool = True, n_threads: int = 0, snapshot: bool = True) -> None:
+                 cache: bool = True, n_threads: int = 0, snapshot: bool = True,
+                 precision: str = "fp32") -> None:
         if source not in VECTOR_SOURCES:
             raise ValueError(f"source must be one of {VECTOR_SOURCES}, not {source!r}")
         if not db.has_vector_source(source):
             raise ValueError(f"the database at {db.path} has no {source} table "
                              "(it comes with a later migration)")
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision must be 'fp32' or 'int8', not {precision!r}")
         self.db = db
         self.source = source
+        self.precision = precision
         self._embedder = embedder
         self.cache_enabled = cache
         self.n_threads = n_threads
@@ -142,6 +152,9 @@ class VectorEngine:
         self._version: tuple[int, int] | None = None
         self._skipped: set[int] = set()
         self._skipped_extra = 0
+        # precision="int8": per-row symmetric int8 codes and scales, slot for slot with _matrix
+        self._codes: npt.NDArray[np.int8] | None = None
+        self._scales = np.empty(0, np.float32)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -242,6 +255,7 @@ class VectorEngine:
             capacity = 2 * self._matrix.shape[0]  # the bound is an upper bound; defensive only
         self._n = filled
         self._live[:filled] = True
+        self._quantize_all()
         self._skipped = set(skipped_ids[:min(skipped, _SKIPPED_ROOM)].tolist())
         self._skipped_extra = max(0, skipped - _SKIPPED_ROOM)
 
@@ -274,6 +288,7 @@ class VectorEngine:
         self._sorted = bool(np.all(rowids[1:snap.n] > rowids[:snap.n - 1]))
         self._seq = self._committed_seq = snap.seq
         self._skipped, self._skipped_extra = set(snap.skipped), 0
+        self._quantize_all()
         self.snapshot_loads += 1
 
     def _maybe_save_snapshot(self, head: int) -> None:
@@ -349,6 +364,8 @@ class VectorEngine:
             self._matrix[slots] = np.nan
             self._live[slots] = False
             self._dead += len(slots)
+            if self._codes is not None:
+                self._scales[slots] = np.nan
         if not filled:
             return
         slots = self._positions(fresh_ids)
@@ -357,6 +374,7 @@ class VectorEngine:
         self._dead -= int(np.count_nonzero(~self._live[old]))
         self._matrix[old] = fresh[known]
         self._live[old] = True
+        self._quantize_slots(old)
         new_ids = fresh_ids[~known]
         if len(new_ids):
             n = self._n
@@ -367,6 +385,8 @@ class VectorEngine:
             self._rowids[n:n + len(new_ids)] = new_ids
             self._live[n:n + len(new_ids)] = True
             self._n = n + len(new_ids)
+            if self._codes is not None:
+                kernels.quantize_rows(self._matrix, self._codes, self._scales, n, self._n)
 
     def _reserve(self, rows: int) -> None:
         """Grow the buffers in place (realloc) to hold ``rows`` rows: by 25% at least."""
@@ -379,6 +399,27 @@ class VectorEngine:
         self._matrix.resize((capacity, self._dim), refcheck=False)
         self._rowids.resize(capacity, refcheck=False)
         self._live.resize(capacity, refcheck=False)
+        if self._codes is not None:
+            self._codes.resize((capacity, self._dim), refcheck=False)
+            self._scales.resize(capacity, refcheck=False)
+
+    def _quantize_all(self) -> None:
+        """precision="int8": codes for every slot, sized like the matrix (one copy, a quarter of
+        its size)."""
+        if self.precision != "int8" or self._matrix is None or self._dim is None:
+            return
+        capacity = self._matrix.shape[0]
+        if self._codes is None or self._codes.shape != (capacity, self._dim):
+            self._codes = None  # never two at once
+            self._codes = np.empty((capacity, self._dim), np.int8)
+            self._scales = np.empty(capacity, np.float32)
+        kernels.quantize_rows(self._matrix, self._codes, self._scales, 0, self._n)
+
+    def _quantize_slots(self, slots: npt.NDArray[np.intp]) -> None:
+        if self._codes is None:
+            return
+        for slot in slots.tolist():
+            kernels.quantize_rows(self._matrix, self._codes, self._scales, slot, slot + 1)
 
     @property
     def matrix(self) -> npt.NDArray[np.float32]:
@@ -422,8 +463,19 @@ class VectorEngine:
         assert self._matrix is not None
         if self._n == 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
+        if self._codes is not None:
+            return self._int8_top_k(query, k, threshold)
         scores, index = kernels.topk_matrix(self._matrix[:self._n], query, k, threshold,
                                             self.n_threads)
+        return scores, self._rowids[index]
+
+    def _int8_top_k(self, query: npt.NDArray[np.float32], k: int, threshold: float,
+                    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        assert self._codes is not None and self._matrix is not None
+        n = self._n
+        pool = min(n, max(k * INT8_POOL_FACTOR, INT8_POOL_MIN))
+        scores, index = int8_top_k(self._codes[:n], self._scales[:n], self._matrix[:n], query, k,
+                                   pool, threshold, self.n_threads)
         return scores, self._rowids[index]
 
     def search(self, text: str, limit: int = 5, **filters: Any) -> list[SearchResult]:
@@ -483,7 +535,7 @@ class VectorEngine:
         matrix = self._matrix[:self._n]
         if q >= BATCH_GEMM_MIN_QUERIES:
             return [(self._rowids[index], scores)
-                    for scores, index in _gemm_top_k(matrix, queries, k, threshold)]
+                    for scores, index in gemm_top_k(matrix, queries, k, threshold)]
         scores, index, counts = kernels.topk_matrix_batch(matrix, queries, k, threshold,
                                                           self.n_threads)
         return [(self._rowids[index[j, :counts[j]]], scores[j, :counts[j]]) for j in range(q)]
@@ -524,39 +576,6 @@ class VectorEngine:
                 content=f"[Hollow Node: {meta.get('source', '')}]",
                 date=date, domain=domain, type=type_, meta=meta))
         return results
-
-
-def _gemm_top_k(matrix: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], k: int,
-                threshold: float) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
-    """Per query, the best k (score, row index) of ``matrix @ queries.T``, computed a block of
-    rows at a time so the (block, q) scores stay in cache; ties go to the lower row index and
-    NaN/inf scores (tombstones, foreign rows) never rank."""
-    n, q = matrix.shape[0], queries.shape[0]
-    keep = min(k, n)
-    best_scores = np.full((keep, q), -np.inf, np.float32)
-    best_index = np.full((keep, q), -1, np.int64)
-    columns = np.arange(q)
-    for begin in range(0, n, _GEMM_BLOCK_ROWS):
-        block = matrix[begin:begin + _GEMM_BLOCK_ROWS] @ queries.T  # (b, q), BLAS sgemm
-        block[~(block < np.inf)] = -np.inf  # NaN and inf never rank
-        b = block.shape[0]
-        if b > keep:
-            top = np.argpartition(-block, keep - 1, axis=0)[:keep]
-            top_scores = block[top, columns]
-        else:
-            top = np.broadcast_to(np.arange(b)[:, None], (b, q))
-            top_scores = block
-        scores = np.concatenate([best_scores, top_scores])
-        index = np.concatenate([best_index, top + begin])
-        # the k best of the kept and the new: by score, then by lower index
-        order = np.lexsort((index, -scores), axis=0)[:keep]
-        best_scores = scores[order, columns]
-        best_index = index[order, columns]
-    out = []
-    for j in range(q):
-        good = (best_scores[:, j] > threshold) & (best_index[:, j] >= 0)
-        out.append((best_scores[good, j].copy(), best_index[good, j].copy()))
-    return out
 
 
 def _check_limit(limit: int) -> int:

@@ -7,7 +7,7 @@ their inputs' dtype, contiguity and shape, and never raise from inside a kernel.
 """
 
 from cython.parallel cimport prange, parallel
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int8_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 from libc.math cimport INFINITY, isfinite
@@ -34,6 +34,10 @@ cdef extern from "kernels.h" nogil:
     void amalfa_scan_rows_multi(const float *matrix, Py_ssize_t d, Py_ssize_t begin,
                                 Py_ssize_t end, const float *queries, Py_ssize_t q,
                                 float threshold, amalfa_heap *heaps)
+    void amalfa_scan_rows_i8(const int8_t *matrix, const float *scales, Py_ssize_t d,
+                             Py_ssize_t begin, Py_ssize_t end, const int8_t *query,
+                             float query_scale, float threshold, amalfa_heap *h)
+    float amalfa_quantize_row(const float *src, int8_t *dst, Py_ssize_t d)
 
 # The SQLite scan's heap starts at this many entries and grows to k only as rows arrive.
 cdef Py_ssize_t INITIAL_SCAN_CAPACITY = 1024
@@ -388,3 +392,89 @@ def load_matrix(Statement statement, float[:, ::1] out, int64_t[::1] ids,
         statement._in_use = False
     _finish_scan(statement, rc, &error)
     return filled, skipped, pending
+
+
+# -- int8 -----------------------------------------------------------------------------------------
+
+
+def quantize_rows(const float[:, ::1] src, int8_t[:, ::1] dst, float[::1] scales,
+                  Py_ssize_t begin=0, Py_ssize_t end=-1):
+    """Quantise rows [begin, end) of ``src`` into ``dst`` (int8, symmetric per row) and their
+    scales; a row with NaN/inf gets scale NaN (it never ranks), an all-zero row scale 0."""
+    cdef Py_ssize_t n = src.shape[0], d = src.shape[1], r
+    if end < 0:
+        end = n
+    if dst.shape[1] != d or dst.shape[0] < end or scales.shape[0] < end or end > n or begin < 0:
+        raise ValueError(f"quantize_rows: shapes {src.shape[0]}x{d} -> {dst.shape[0]}x"
+                         f"{dst.shape[1]} / {scales.shape[0]} do not fit rows {begin}..{end}")
+    with nogil:
+        for r in range(begin, end):
+            scales[r] = amalfa_quantize_row(&src[r, 0], &dst[r, 0], d)
+
+
+def quantize_query(const float[::1] query):
+    """(int8 codes, scale) of one query, as quantize_rows does it."""
+    codes = np.empty(query.shape[0], dtype=np.int8)
+    cdef int8_t[::1] c = codes
+    cdef float scale
+    with nogil:
+        scale = amalfa_quantize_row(&query[0], &c[0], query.shape[0])
+    return codes, scale
+
+
+def topk_int8(const int8_t[:, ::1] matrix, const float[::1] scales, const int8_t[::1] query,
+              float query_scale, Py_ssize_t k, float threshold=-INFINITY, int n_threads=0):
+    """The k rows with the largest approximate (int8) score: (scores, row indices), best first,
+    ties to the lower index. The scores are approximations: callers rescore exactly."""
+    cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], cap = min(k, n), t, i, chunk
+    cdef Py_ssize_t begin, end
+    cdef int threads
+    cdef amalfa_heap *heaps
+    cdef float *heap_scores
+    cdef int64_t *heap_ids
+    cdef amalfa_heap merged
+    if query.shape[0] != d:
+        raise ValueError(f"query has dimension {query.shape[0]}; the matrix holds {d}-d rows")
+    if scales.shape[0] < n:
+        raise ValueError(f"{scales.shape[0]} scales for {n} rows")
+    if cap <= 0:
+        return np.empty(0, np.float32), np.empty(0, np.int64)
+    threads = _threads_for(n * d // 4, n_threads)
+    if threads > n:
+        threads = <int>n
+    heaps = <amalfa_heap *>malloc(threads * sizeof(amalfa_heap))
+    heap_scores = <float *>malloc(threads * cap * sizeof(float))
+    heap_ids = <int64_t *>malloc(threads * cap * sizeof(int64_t))
+    if heaps == NULL or heap_scores == NULL or heap_ids == NULL:
+        free(heaps); free(heap_scores); free(heap_ids)
+        raise MemoryError()
+    try:
+        with nogil:
+            for t in range(threads):
+                _heap_init(&heaps[t], heap_scores + t * cap, heap_ids + t * cap, cap)
+            chunk = (n + threads - 1) // threads
+            if threads > 1:
+                for t in prange(threads, num_threads=threads, schedule="static"):
+                    begin = t * chunk
+                    end = min(n, begin + chunk)
+                    if begin < end:
+                        amalfa_scan_rows_i8(&matrix[0, 0], &scales[0], d, begin, end, &query[0],
+                                            query_scale, threshold, &heaps[t])
+            else:
+                amalfa_scan_rows_i8(&matrix[0, 0], &scales[0], d, 0, n, &query[0], query_scale,
+                                    threshold, &heaps[0])
+            merged = heaps[0]
+            for t in range(1, threads):
+                for i in range(heaps[t].size):
+                    amalfa_heap_push(&merged, heaps[t].scores[i], heaps[t].ids[i])
+            amalfa_heap_sort(&merged)
+        scores = np.empty(merged.size, dtype=np.float32)
+        ids = np.empty(merged.size, dtype=np.int64)
+        for i in range(merged.size):
+            scores[i] = merged.scores[i]
+            ids[i] = merged.ids[i]
+    finally:
+        free(heaps)
+        free(heap_scores)
+        free(heap_ids)
+    return scores, ids

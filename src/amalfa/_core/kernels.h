@@ -24,6 +24,17 @@
 #define AMALFA_CLONES
 #endif
 
+/* The int8 scan is cloned by micro-architecture level: x86-64-v3 (AVX2) and v4 (AVX-512 with
+ * BW, which byte lanes need; GCC takes it only as an arch= level) widen int8 pairs to int16
+ * products summed into int32 (vpmaddwd), 32/64 bytes per instruction. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(AMALFA_NO_MULTIVERSION)
+#define AMALFA_CLONES_I8 \
+    __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define AMALFA_CLONES_I8
+#endif
+
 #define AMALFA_LANES 16
 
 #if defined(__GNUC__)
@@ -213,6 +224,62 @@ static void amalfa_scan_rows_multi(const float *restrict matrix, ptrdiff_t d, pt
             }
         }
     }
+}
+
+/* ---- int8 ------------------------------------------------------------------------------------
+ * Each row is stored as int8 with its own scale (symmetric: the largest |component| maps to
+ * 127), so score ~= scale_row * scale_query * sum(q_row[i] * q_query[i]). A row whose scale is
+ * NaN (a tombstone) scores NaN and never ranks. The integer sum is exact: no accumulator order
+ * matters, so the compiler vectorises it freely. */
+
+AMALFA_INLINE int32_t amalfa_dot_i8_inline(const int8_t *restrict a, const int8_t *restrict b,
+                                           ptrdiff_t n)
+{
+    int32_t acc = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        acc += (int32_t)((int16_t)a[i] * (int16_t)b[i]);
+    }
+    return acc;
+}
+
+AMALFA_CLONES_I8
+static void amalfa_scan_rows_i8(const int8_t *restrict matrix, const float *restrict scales,
+                                ptrdiff_t d, ptrdiff_t begin, ptrdiff_t end,
+                                const int8_t *restrict query, float query_scale, float threshold,
+                                amalfa_heap *h)
+{
+    for (ptrdiff_t r = begin; r < end; r++) {
+        float s = (float)amalfa_dot_i8_inline(matrix + r * d, query, d) * (scales[r] * query_scale);
+        if (s > threshold && s < INFINITY) { /* NaN fails both */
+            amalfa_heap_push(h, s, (int64_t)r);
+        }
+    }
+}
+
+/* Quantise one row: returns its scale (0 for an all-zero row, NaN for a row holding NaN/inf,
+ * whose codes are then zero). */
+static float amalfa_quantize_row(const float *restrict src, int8_t *restrict dst, ptrdiff_t d)
+{
+    float amax = 0.0f;
+    for (ptrdiff_t i = 0; i < d; i++) {
+        float a = fabsf(src[i]);
+        if (!(a <= amax)) { /* also true for NaN: caught below */
+            amax = a;
+        }
+    }
+    if (!isfinite(amax)) {
+        for (ptrdiff_t i = 0; i < d; i++) dst[i] = 0;
+        return NAN;
+    }
+    if (amax == 0.0f) {
+        for (ptrdiff_t i = 0; i < d; i++) dst[i] = 0;
+        return 0.0f;
+    }
+    float inv = 127.0f / amax;
+    for (ptrdiff_t i = 0; i < d; i++) {
+        dst[i] = (int8_t)lrintf(src[i] * inv);
+    }
+    return amax / 127.0f;
 }
 
 #endif /* AMALFA_KERNELS_H */
