@@ -16,6 +16,7 @@ import random
 import shutil
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compare_db import fresh_path, make_nodes, stdlib_connect, stdlib_params
 
+from amalfa._core.connection import Connection
+from amalfa.db import Node, ResonanceDB
 from amalfa.db import nodes as db_nodes
 from amalfa.db import validation as db_validation
-from amalfa.db import Node, ResonanceDB
+from amalfa.factory import DatabaseFactory
 
 NODES = int(os.environ.get("AMALFA_BENCH_NODES", "20000"))
 READS = int(os.environ.get("AMALFA_BENCH_READS", "5000"))
@@ -155,3 +158,48 @@ def test_get_nodes_exclude_content(benchmark, read_files: tuple[Path, Path]) -> 
     with ResonanceDB(read_files[0], history=False) as db:
         result = benchmark.pedantic(lambda: db.get_nodes(exclude_content=True), rounds=ROUNDS)
     assert len(result) == NODES and result[0].embedding is None
+
+
+# -- waiting for a lock ---------------------------------------------------------------------------
+# How long a writer waits for a write lock another connection holds for 50 ms. amalfa's busy
+# handler polls every 1-3 ms (with jitter), so the wait should stay near 50 ms; the stdlib's
+# default handler backs off (1, 2, 5, 10 ... 100 ms sleeps). Each side on its own file.
+
+LOCK_HELD_S = 0.05
+
+
+def _wait_for_a_held_lock(blocker_execute, writer_execute) -> None:
+    blocker_execute("BEGIN IMMEDIATE")
+    release = threading.Timer(LOCK_HELD_S, lambda: blocker_execute("COMMIT"))
+    release.start()
+    writer_execute("INSERT INTO t VALUES (1)")
+    release.join()
+
+
+@pytest.mark.benchmark(group="busy-wait-50ms")
+def test_busy_wait_amalfa(benchmark, tmp_path: Path) -> None:
+    path = tmp_path / "busy-amalfa.db"
+    writer = DatabaseFactory.connect(path)
+    writer.execute("CREATE TABLE t (x)")
+    blocker = Connection(path)
+    try:
+        benchmark.pedantic(_wait_for_a_held_lock, args=(blocker.execute, writer.execute),
+                           rounds=ROUNDS * 4)
+    finally:
+        blocker.close()
+        writer.close()
+
+
+@pytest.mark.benchmark(group="busy-wait-50ms")
+def test_busy_wait_stdlib(benchmark, tmp_path: Path) -> None:
+    path = tmp_path / "busy-stdlib.db"
+    writer = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (x)")
+    blocker = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    try:
+        benchmark.pedantic(_wait_for_a_held_lock, args=(blocker.execute, writer.execute),
+                           rounds=ROUNDS * 4)
+    finally:
+        blocker.close()
+        writer.close()

@@ -437,13 +437,21 @@ def test_readonly_cannot_migrate_an_earlier_step(tmp_path: Path) -> None:
     assert dump(path) == before
 
 
+def other_programs_database(path: Path, *statements: str) -> None:
+    """A database some other program made: ``statements`` run by the stdlib module."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_a_foreign_nodes_table_is_not_adopted(tmp_path: Path) -> None:
     path = tmp_path / "foreign.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE nodes (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.execute("INSERT INTO nodes (name) VALUES ('x')")
-    conn.commit()
-    conn.close()
+    other_programs_database(path, "CREATE TABLE nodes (id INTEGER PRIMARY KEY, name TEXT)",
+                            "INSERT INTO nodes (name) VALUES ('x')")
     before = dump(path)
     with pytest.raises(DatabaseError, match="cannot adopt.*title"):
         ResonanceDB(path)
@@ -452,11 +460,8 @@ def test_a_foreign_nodes_table_is_not_adopted(tmp_path: Path) -> None:
 
 def test_a_database_with_only_unrelated_tables_gets_ours_beside_them(tmp_path: Path) -> None:
     path = tmp_path / "mixed.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE notes (body TEXT)")
-    conn.execute("INSERT INTO notes VALUES ('keep me')")
-    conn.commit()
-    conn.close()
+    other_programs_database(path, "CREATE TABLE notes (body TEXT)",
+                            "INSERT INTO notes VALUES ('keep me')")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with ResonanceDB(path) as db:
