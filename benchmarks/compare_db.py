@@ -147,6 +147,49 @@ def bench_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
     return ours, theirs, floor
 
 
+def bench_matrix_insert(folder: Path, nodes: list[Node], *, history: bool, repeat: int
+                        ) -> dict[str, list[float]]:
+    """``insert_nodes_matrix`` (the fields as Nodes without embeddings, the vectors as one (N, d)
+    matrix) against apsw's and the stdlib's ``executemany`` binding ``vec.tobytes()`` per row, on
+    the same schema, pragmas, SQL and (history on) triggers; interleaved per repetition."""
+    import dataclasses
+
+    heads = [dataclasses.replace(node, embedding=None) for node in nodes]
+    matrix = np.stack([node.embedding for node in nodes])
+    times: dict[str, list[float]] = {"amalfa matrix": [], "apsw": [], "stdlib": []}
+    try:
+        import apsw
+    except ImportError:
+        apsw = None
+        del times["apsw"]
+    for _ in range(repeat):
+        path = fresh_path(folder, "amalfa.db")
+        db = ResonanceDB.create(path, history=history)
+        times["amalfa matrix"].append(time_call(lambda db=db: db.insert_nodes_matrix(heads, matrix)))
+        db.close()
+        for peer in list(times)[1:]:
+            path = fresh_path(folder, f"{peer}.db")
+            ResonanceDB.create(path).close()  # the same schema, made by the same migrations
+            if peer == "apsw":
+                conn = apsw.Connection(str(path))
+                for pragma in PRAGMAS:
+                    conn.execute(pragma).fetchall()
+                if history:
+                    for _name, create_sql in db_history.HISTORY_TRIGGERS:
+                        conn.execute(create_sql)
+            else:
+                conn = stdlib_connect(path, history=history)
+
+            def run(conn=conn) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(db_nodes._UPSERT_NODE, stdlib_params(nodes))
+                conn.execute("COMMIT")
+
+            times[peer].append(time_call(run))
+            conn.close()
+    return times
+
+
 def bench_reads(path: Path, peer_path: Path, ids: list[str], *, repeat: int
                 ) -> tuple[list[float], list[float], list[float]]:
     """get_node against the stdlib, and the floor: the cached statement's first() plus building
@@ -210,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, "rows/s", args.nodes / statistics.median(ours),
                          args.nodes / statistics.median(theirs)))
             floors[name] = args.nodes / statistics.median(floor)
+        matrix_rows = []
+        for history in (False, True):
+            times = bench_matrix_insert(folder, nodes, history=history, repeat=args.repeat)
+            matrix_rows.append((history, {name: args.nodes / statistics.median(t)
+                                          for name, t in times.items()}))
         rng = random.Random(1)
         ids = [nodes[rng.randrange(len(nodes))].id for _ in range(args.reads)]
         path = fresh_path(folder, "amalfa.db")
@@ -233,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\nfloor: the same SQLite work with no binding layer (insert: insert_nodes' bindings "
               "prebuilt, one executemany; get_node: first() + building the Node); best ratio: "
               "what a zero-cost binding layer would reach against the stdlib")
+        print("\nbulk insert from one matrix (insert_nodes_matrix) against executemany, rows/s:")
+        for history, rates in matrix_rows:
+            ours = rates["amalfa matrix"]
+            peers = "  ".join(f"{peer} {rate:,.0f} (ratio {ours / rate:.2f}x)"
+                              for peer, rate in rates.items() if peer != "amalfa matrix")
+            print(f"  history {'on ' if history else 'off'}: amalfa {ours:,.0f}  {peers}")
         off, on = rows[0][2], rows[1][2]
         print(f"\nhistory logging costs amalfa {100 * (1 - on / off):.0f}% of its insert rate "
               f"({1e6 / off:.2f} -> {1e6 / on:.2f} us/row)")

@@ -736,6 +736,53 @@ cdef class Statement:
             total += sqlite3_changes64(self.connection.db)
         return total
 
+    def executemany_rows(self, heads, const unsigned char[:, ::1] blobs):
+        """Run once per row i: ``heads[i]`` binds parameters 1..m-1 and row i of ``blobs`` (a
+        C-contiguous byte view of an (n, w) array) binds parameter m as a BLOB of w bytes,
+        without a copy. The loop runs here, not in Python; every binding is cleared before
+        returning, so nothing points into ``blobs`` afterwards. Returns the total changes."""
+        cdef Py_ssize_t n = blobs.shape[0], width = blobs.shape[1], i
+        cdef int j, last = self._nparams, rc, extended = 0
+        cdef char *message = NULL
+        cdef sqlite3_int64 total = 0
+        cdef const void *row
+        cdef tuple head
+        self._check()
+        if last < 1:
+            raise _errors.RangeError(f"statement takes no parameter for the BLOB: {self.sql!r}")
+        if len(heads) != n:
+            raise ValueError(f"{len(heads)} parameter rows for {n} BLOB rows")
+        self._reset_quiet()
+        try:
+            for i in range(n):
+                head = tuple(heads[i])
+                if len(head) != last - 1:
+                    raise _errors.RangeError(
+                        f"row {i}: statement takes {last - 1} parameter(s) before the BLOB, "
+                        f"{len(head)} given: {self.sql!r}")
+                self._held = []  # `heads` keeps this row's values alive during the call
+                for j in range(last - 1):
+                    self._bind_one(j + 1, head[j])
+                row = <const void *>&blobs[i, 0] if width else <const void *>""
+                rc = sqlite3_bind_blob64(self.stmt, last, row, width, SQLITE_STATIC)
+                if rc != SQLITE_OK:
+                    self.connection._raise_for(rc)
+                self._in_use = True
+                with nogil:
+                    rc = amalfa_step(self.stmt, &extended, &message)
+                    sqlite3_reset(self.stmt)
+                self._in_use = False
+                if rc != SQLITE_DONE and rc != SQLITE_ROW:
+                    raise_captured(rc, extended, message)
+                total += sqlite3_changes64(self.connection.db)
+        finally:
+            self._in_use = False
+            if self.stmt != NULL:
+                sqlite3_clear_bindings(self.stmt)
+                self._reset_quiet()
+            self._held = []
+        return total
+
     def __iter__(self):
         """Iterate the remaining rows of an already-bound statement, resetting at the end."""
         self._check()

@@ -25,9 +25,16 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa._core import fafcas as kernels
+from amalfa.db.nodes import _UPSERT_NODE
+from amalfa.db.validation import node_head
+from amalfa.fafcas import to_fafcas
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from contextlib import AbstractContextManager
+
     from amalfa._core.connection import Connection
+    from amalfa.db.records import Node
 
 __all__ = ["VECTOR_SOURCES", "VectorStore"]
 
@@ -74,6 +81,51 @@ class VectorStore:
     """Reads of embeddings and of the change log (mixed into :class:`ResonanceDB`)."""
 
     _conn: Connection
+    _dimensions: int | None
+    _dimensions_recorded: bool
+
+    if TYPE_CHECKING:
+        def transaction(self) -> AbstractContextManager[Any]: ...
+        def _record_dimensions_in_transaction(self, dimensions: int,
+                                              node_id: str | None) -> None: ...
+
+    # -- bulk insert from a matrix ----------------------------------------------------------------
+
+    def insert_nodes_matrix(self, nodes: Sequence[Node], embeddings: Any) -> int:
+        """Upsert ``nodes`` with row i of the (N, d) ``embeddings`` as ``nodes[i]``'s embedding.
+
+        The fast path for bulk loads: the matrix is copied once to float32 and normalised to
+        FAFCAS in one C call (the caller's array is not changed), then one C loop binds each
+        node's validated fields and its matrix row in place (no bytes object per row) and steps
+        the upsert. Same validation, transaction and history as ``insert_nodes``; the nodes' own
+        ``embedding`` must be None. Returns how many were written.
+        """
+        nodes = list(nodes)
+        matrix = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+        if matrix.ndim != 2 or matrix.shape[0] != len(nodes) or matrix.shape[1] == 0:
+            raise ValueError(f"embeddings must be an ({len(nodes)}, d) matrix, one row per node; "
+                             f"got shape {matrix.shape}")
+        dim = matrix.shape[1]
+        if self._dimensions is not None and dim != self._dimensions:
+            raise ValueError(f"embeddings have dimension {dim}; this database holds "
+                             f"{self._dimensions}-d vectors")
+        heads = [node_head(node) for node in nodes]
+        given = [head[0] for head, node in zip(heads, nodes) if node.embedding is not None]
+        if given:
+            raise ValueError(f"node {given[0]!r} has its own embedding; insert_nodes_matrix takes "
+                             "the embeddings from the matrix only")
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            raise ValueError(f"node {heads[bad][0]!r}: embedding (row {bad}) holds NaN or inf")
+        to_fafcas(matrix, inplace=True)
+        upsert = self._conn.prepare(_UPSERT_NODE)
+        with self.transaction():
+            if not self._dimensions_recorded:
+                self._record_dimensions_in_transaction(dim, None)
+            upsert.executemany_rows(heads, matrix.view(np.uint8))
+        self._dimensions, self._dimensions_recorded = dim, True
+        return len(heads)
 
     # -- where the data stands ------------------------------------------------------------------
 
