@@ -14,6 +14,10 @@ raise these classes without an import cycle.
 
 from __future__ import annotations
 
+import errno
+import os
+from typing import Any
+
 __all__ = [
     "AmalfaError",
     "DatabaseError",
@@ -37,6 +41,7 @@ __all__ = [
     "StatementFinalizedError",
     "SchemaVersionError",
     "HealthCheckError",
+    "DatabaseNotFoundError",
     "SettingsError",
     "ModelError",
     "BaselineError",
@@ -148,6 +153,29 @@ class SchemaVersionError(DatabaseError):
 
 class HealthCheckError(DatabaseError):
     """The factory's write/read probe failed."""
+
+
+class DatabaseNotFoundError(CantOpenError, FileNotFoundError):
+    """The database file does not exist and creating it was not asked for.
+
+    Both a CantOpenError (amalfa's hierarchy) and a FileNotFoundError, so either ``except``
+    catches it; ``filename`` holds the path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        target = os.fspath(path)
+        message = (f"no database at {target}; use ResonanceDB.create(path) or "
+                   "ResonanceDB(path, create=True) to make a new one")
+        CantOpenError.__init__(self, message, 14, 14)
+        self.errno = errno.ENOENT
+        self.strerror = message
+        self.filename = target
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.filename,))
 
 
 class SettingsError(AmalfaError, ValueError):

@@ -1,5 +1,6 @@
-"""The records the database layer reads and writes: nodes, edges, history rows, counts, the
-ingest bookkeeping of a node, and the error for a missing database file.
+"""The records the database layer reads and writes: nodes, edges, history rows, counts and the
+ingest bookkeeping of a node. (``DatabaseNotFoundError`` lives in :mod:`amalfa.errors` with
+every other exception; it is re-exported here and from :mod:`amalfa.db`.)
 
 Plain dataclasses with the original system's fields and defaults; they hold no SQL (the stores
 in :mod:`amalfa.db.nodes`, :mod:`amalfa.db.edges` and :mod:`amalfa.db.history` do).
@@ -7,15 +8,13 @@ in :mod:`amalfa.db.nodes`, :mod:`amalfa.db.edges` and :mod:`amalfa.db.history` d
 
 from __future__ import annotations
 
-import errno
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from amalfa.errors import CantOpenError
+from amalfa.errors import DatabaseNotFoundError
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -140,28 +139,6 @@ class DatabaseStats:
         """``stats["nodes"]``, for callers written against the original's plain object."""
         return self.to_dict()[key]
 
-
-class DatabaseNotFoundError(CantOpenError, FileNotFoundError):
-    """The database file does not exist and creating it was not asked for.
-
-    Both a CantOpenError (amalfa's hierarchy) and a FileNotFoundError, so either ``except``
-    catches it; ``filename`` holds the path.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        target = os.fspath(path)
-        message = (f"no database at {target}; use ResonanceDB.create(path) or "
-                   "ResonanceDB(path, create=True) to make a new one")
-        CantOpenError.__init__(self, message, 14, 14)
-        self.errno = errno.ENOENT
-        self.strerror = message
-        self.filename = target
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.filename,))
 
 @dataclass(frozen=True, slots=True)
 class IngestedNode:
