@@ -83,6 +83,10 @@ def cmd_search(ctx: Context) -> int:
         if db.get_stats().vectors == 0:
             raise CommandError(f"the database at {show_path(db.path)} holds no embeddings yet",
                                hint="run `amalfa init` to ingest some Markdown")
+        if db.count_passages()[0] == 0:
+            raise CommandError(f"the database at {show_path(db.path)} has no passages yet "
+                               "(it was built before search read passages)",
+                               hint="run `amalfa init` once to cut the documents into passages")
         embedder = None if args.mode == "keyword" else ctx.embedder(db.recorded_model())
         engine = SearchEngine(db, embedder=embedder, root=ctx.settings.root)
         options: dict[str, Any] = {"mode": args.mode, "rerank": args.rerank,
