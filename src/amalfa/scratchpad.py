@@ -37,6 +37,7 @@ from typing import Any, Literal
 from amalfa._atomic import TEMP_PREFIX, TEMP_SUFFIX, atomic_write_text
 from amalfa._text import format_size, parse_json, utc_now_iso
 from amalfa.settings import ScratchpadSettings, Settings, load_settings
+from amalfa.text_rules import for_model
 
 __all__ = [
     "ContentType",
@@ -175,9 +176,15 @@ class Scratchpad:
     def maybe_cache(self, tool: str, content: str) -> str:
         """Return ``content`` itself when it is small (or the scratchpad is disabled), else store
         it and return a reference: where it is, its size, the preview (when enabled) and how to
-        read it back."""
+        read it back.
+
+        Text for reading: a lone surrogate in ``content`` or ``tool`` becomes U+FFFD
+        (:func:`amalfa.text_rules.for_model`), so any str can be cached and read back as UTF-8.
+        """
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, got {type(content).__name__}")
+        content = for_model(content, what="content")
+        tool = for_model(tool, what="tool")
         config = self._config
         size_bytes = len(content.encode("utf-8"))
         if not config.enabled or size_bytes < config.threshold_bytes:

@@ -76,6 +76,9 @@ def first_surrogate(text: str) -> int | None:
 
 def _describe(text: str, position: int) -> str:
     code = ord(text[position])
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: how Python carries a byte that is not UTF-8
+        return (f"character {position} is U+{code:04X}, the byte 0x{code - 0xDC00:02X} of text "
+                "that is not UTF-8 (a lone surrogate, which UTF-8 cannot encode)")
     half = "high (first)" if code < 0xDC00 else "low (second)"
     return (f"character {position} is U+{code:04X}, a lone {half} half of a UTF-16 surrogate "
             "pair, which UTF-8 cannot encode")
@@ -118,9 +121,9 @@ def check_storable(text: Any, *, what: str) -> str:
     text = _require_str(text, what)
     position = first_surrogate(text)
     if position is not None:
-        raise InvalidTextError(f"{what}: {_describe(text, position)}; it cannot be stored "
-                               "(pass text decoded with errors='replace', or without the "
-                               "broken character)", text, position)
+        raise InvalidTextError(f"{what}: {_describe(text, position)}; SQLite cannot store it, "
+                               "nor match it with stored text (decode the text with "
+                               "errors='replace', or leave the character out)", text, position)
     return text
 
 
