@@ -120,7 +120,7 @@ class _IngestProgress(ProgressBar):
     """The progress bar with the passages embedded so far after the file count:
     ``embedding [####....] 12/40  3.1 files/s  310 passages``."""
 
-    def __call__(self, done: int, total: int, passages: int = 0) -> None:  # type: ignore[override]
+    def __call__(self, done: int, total: int, passages: int = 0) -> None:
         drawn_at = self.last_draw
         super().__call__(done, total)
         if self.last_draw != drawn_at:  # the bar was redrawn: add the passages to its line

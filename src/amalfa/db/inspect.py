@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from amalfa.db._rows import one_row
 from amalfa.db.meta import MODEL_KEY, read_meta
 
 if TYPE_CHECKING:
@@ -31,5 +32,5 @@ def node_counts(conn: Connection) -> tuple[int, int]:
     """(nodes, nodes with an embedding); (0, 0) when there is no ``nodes`` table."""
     if conn.prepare(_HAS_NODES).first() is None:
         return 0, 0
-    nodes, vectors = conn.prepare(_COUNT_NODES).first()
+    nodes, vectors = one_row(conn.prepare(_COUNT_NODES))
     return int(nodes), int(vectors)

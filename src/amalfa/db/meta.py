@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from amalfa.db._rows import one_row
 from amalfa.db.transactions import Transactions
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def write_meta_if_absent(conn: Connection, key: str, value: Any) -> Any:
     """Store ``value`` under ``key`` unless a value is there; returns the stored value. Run it
     inside a write transaction: whichever process writes first wins, the other learns it."""
     conn.prepare(_SET_IF_ABSENT).run((key, value))
-    (stored,) = conn.prepare(_GET).first((key,))
+    (stored,) = one_row(conn.prepare(_GET), (key,))
     return stored
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from amalfa import migrations
 from amalfa._core.connection import Connection
+from amalfa.db._rows import one_row
 from amalfa.db.edges import EdgeStore
 from amalfa.db.graph import GraphQueries
 from amalfa.db.history import HistoryLog
@@ -131,10 +132,10 @@ class ResonanceDB(NodeStore, EdgeStore, HistoryLog, GraphQueries, VectorStore, P
     def get_stats(self) -> DatabaseStats:
         """Counts of nodes, edges, vectors and semantic tokens, and the size on disk."""
         conn = self._conn
-        nodes, vectors, semantic_tokens = conn.prepare(_COUNT_NODES).first()
-        (edges,) = conn.prepare(_COUNT_EDGES).first()
-        (page_count,) = conn.prepare("PRAGMA page_count").first()
-        (page_size,) = conn.prepare("PRAGMA page_size").first()
+        nodes, vectors, semantic_tokens = one_row(conn.prepare(_COUNT_NODES))
+        (edges,) = one_row(conn.prepare(_COUNT_EDGES))
+        (page_count,) = one_row(conn.prepare("PRAGMA page_count"))
+        (page_size,) = one_row(conn.prepare("PRAGMA page_size"))
         size = page_count * page_size
         try:
             size += os.stat(f"{self._path}-wal").st_size
