@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from amalfa.db._rows import one_row
 from amalfa.db.transactions import Transactions
+from amalfa.db.validation import refuses_unstorable_text
 
 if TYPE_CHECKING:
     from amalfa._core.connection import Connection
@@ -122,12 +123,14 @@ class MetaStore(Transactions):
 
     # -- any key --------------------------------------------------------------------------------
 
+    @refuses_unstorable_text
     def get_meta(self, key: str) -> Any:
         """The value stored under ``key``, or None."""
         if not isinstance(key, str) or not key:
             raise ValueError(f"a meta key must be a non-empty str, got {key!r}")
         return read_meta(self._conn, key)
 
+    @refuses_unstorable_text
     def set_meta(self, key: str, value: str | int | float | None) -> None:
         """Store ``value`` under ``key`` (replacing it); None removes nothing, it stores NULL."""
         if not isinstance(key, str) or not key:
@@ -150,6 +153,7 @@ class MetaStore(Transactions):
         value = read_meta(self._conn, PRECISION_KEY)
         return None if value is None else str(value)
 
+    @refuses_unstorable_text
     def record_model(self, model: str, precision: str | None = None) -> None:
         """Record the model (and its precision) the embeddings come from. Call it in the
         transaction that writes the first embeddings of that model."""

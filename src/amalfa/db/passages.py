@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from amalfa.db.validation import refuses_unstorable_text
+
 if TYPE_CHECKING:
     from amalfa._core.connection import Connection
 
@@ -99,6 +101,7 @@ class PassageStore:
 
     # -- what is stored ------------------------------------------------------------------------
 
+    @refuses_unstorable_text
     def get_passages(self, node_id: str) -> list[PassageRow]:
         """The stored passages of a document, in order."""
         return [PassageRow(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
@@ -117,6 +120,7 @@ class PassageStore:
 
     # -- writing (inside the caller's transaction) ---------------------------------------------
 
+    @refuses_unstorable_text
     def insert_passages(self, node_id: str, passages: Sequence[Any],
                         embeddings: npt.NDArray[np.float32]) -> list[int]:
         """Insert passages of ``node_id`` with their embeddings (one row of ``embeddings`` per
@@ -149,12 +153,14 @@ class PassageStore:
         many."""
         return int(self._conn.prepare(_DELETE).executemany((passage_id,) for passage_id in ids))
 
+    @refuses_unstorable_text
     def delete_node_passages(self, node_id: str) -> int:
         """Delete every passage of a document."""
         return int(self._conn.prepare(_DELETE_FOR_NODE).run((node_id,)))
 
     # -- searching -----------------------------------------------------------------------------
 
+    @refuses_unstorable_text
     def keyword_passages(self, match: str, limit: int,
                          ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``limit`` best passages for an FTS5 MATCH expression by BM25: (rowids, scores),
