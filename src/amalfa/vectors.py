@@ -221,7 +221,9 @@ class VectorEngine:
                 self._committed_seq = head
                 self._tainted = None
                 self._reload_after_transaction = False
-        self._version = db.data_version()
+        # the version read before the snapshot began: a commit landing after it makes the next
+        # query look again (at worst one needless, cheap refresh), never skip a change
+        self._version = version
         self.last_skipped = len(self._skipped) + self._skipped_extra
         return changed
 
