@@ -261,13 +261,27 @@ def _slow(port: int, index: int, deadline: float, record: _Recorder) -> None:
         record.attack("slow client answered", status)
 
 
+def _settled_threads(daemon: Daemon, quiet_s: float = 0.5, timeout_s: float = 30) -> int:
+    """The daemon's thread count once it has not changed for ``quiet_s``: right after the model
+    is ready, the loading thread and the handlers of the readiness probes are still ending."""
+    deadline = time.monotonic() + timeout_s
+    count, since = daemon.threads(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "the daemon's threads never settled"
+        time.sleep(0.02)
+        now = daemon.threads()
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def _open_idle(daemon: Daemon) -> list[socket.socket]:
     """Connections that will never send a byte, each accepted (a thread) before the load starts.
 
     Opened one at a time, so each is accepted (and its thread started) before the next; the
     listen backlog of 128 (see test_a_burst_of_connections_is_queued_not_dropped) would also
     queue a burst."""
-    threads = daemon.threads()
+    threads = _settled_threads(daemon)
     sockets = []
     for _ in range(IDLE_CONNECTIONS):
         sockets.append(socket.create_connection((HOST, daemon.port), timeout=30))
