@@ -241,8 +241,12 @@ class SearchEngine:
 
         ranked: list[list[tuple[PassageLocation, float]]] = []
         for ids, scores in lists:
-            entries = [(located.get(int(r)), float(s)) for r, s in zip(ids, scores)]
-            ranked.append([(p, s) for p, s in entries if p is not None and wanted.keeps(p)])
+            kept = []
+            for rowid, score in zip(ids.tolist(), scores.tolist()):
+                passage = located.get(rowid)
+                if passage is not None and wanted.keeps(passage):  # None: deleted meanwhile
+                    kept.append((passage, float(score)))
+            ranked.append(kept)
         if mode != "hybrid":
             # one list: a document's score is its best passage's
             best: dict[str, _Candidate] = {}
@@ -256,9 +260,9 @@ class SearchEngine:
         fused: dict[str, float] = {}
         passage_fused: dict[int, float] = {}
         passages: dict[int, PassageLocation] = {}
-        for entries in ranked:
+        for ranking in ranked:
             seen: set[str] = set()
-            for rank, (passage, _) in enumerate(entries, start=1):
+            for rank, (passage, _) in enumerate(ranking, start=1):
                 passages[passage.id] = passage
                 passage_fused[passage.id] = passage_fused.get(passage.id, 0.0) \
                     + 1.0 / (RRF_K + rank)

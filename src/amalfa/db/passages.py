@@ -115,8 +115,9 @@ class PassageStore:
         """(passages, passages with an embedding)."""
         if not self.has_passages_table():
             return 0, 0
-        total, embedded = self._conn.prepare(_COUNT).first()
-        return int(total), int(embedded)
+        row = self._conn.prepare(_COUNT).first()
+        assert row is not None  # an aggregate always gives a row
+        return int(row[0]), int(row[1])
 
     # -- writing (inside the caller's transaction) ---------------------------------------------
 

@@ -7,9 +7,10 @@ those paths (:func:`amalfa.db.generate_id`) and must not depend on where the use
   ``*``, ``?``, ``[..]`` stay inside one path component, ``**`` spans any number) yields the
   Markdown files it matches and everything under folders it matches; a file named outright is
   taken whatever its suffix, because the user asked for it.
-* An exclude pattern without ``/`` matches any single path component (``node_modules``,
-  ``*.draft.md``); one with ``/`` is a glob anchored at the root matching a path or any of its
-  parent folders. Excluded folders are pruned whole, never walked.
+* Exclude patterns are gitignore patterns, matched by ``pathspec``: one without ``/`` matches
+  any single path component (``node_modules``, ``*.draft.md``); one with ``/`` is anchored at the
+  root and matches a path or any of its parent folders (``docs/internals``, ``**/drafts/*``).
+  Excluded folders are pruned whole, never walked.
 * Symbolic links to folders are followed once (loops are cut) and a file reached by two paths
   is returned once.
 
@@ -23,8 +24,9 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+import pathspec
 
 from amalfa.ingest.notices import IngestWarning
 
@@ -56,7 +58,7 @@ def discover(
     :class:`IngestWarning`.
     """
     root_path = absolute(root)
-    excludes = [_compile_exclude(p) for p in exclude_patterns if p and p.strip("/. ")]
+    excludes = _Excludes(exclude_patterns)
     found: set[Path] = set()
     for source in sources:
         text = os.fspath(source)
@@ -134,7 +136,7 @@ def strip_markdown_suffix(name: str) -> str:
     return name[: -len(PurePosixPath(name).suffix)] if is_markdown(name) else name
 
 
-def _expand_source(source: str, root: Path, excludes: list[_Exclude]) -> Iterator[Path]:
+def _expand_source(source: str, root: Path, excludes: _Excludes) -> Iterator[Path]:
     pattern = _root_relative(source.replace(os.sep, "/"), root)
     if pattern is None:
         warnings.warn(f"{source}: outside the project root {root}; skipped", IngestWarning,
@@ -171,14 +173,14 @@ def _root_relative(pattern: str, root: Path) -> str | None:
     return "/".join(part for part in (head_rel, *parts[literal:]) if part) or "."
 
 
-def _walk_markdown(top: Path, top_rel: str, excludes: list[_Exclude]) -> Iterator[Path]:
+def _walk_markdown(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[Path]:
     """Markdown files under ``top``, following folder symlinks but never the same folder twice."""
     for path, _ in _walk(top, top_rel, excludes):
         if is_markdown(path.name):
             yield path
 
 
-def _walk(top: Path, top_rel: str, excludes: list[_Exclude]) -> Iterator[tuple[Path, str]]:
+def _walk(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[tuple[Path, str]]:
     """Every file under ``top`` as ``(path, path relative to the root)``; excluded paths are
     pruned whole, and a folder met again through a symlink loop is not entered twice."""
     seen_folders: set[tuple[int, int]] = set()
@@ -208,7 +210,7 @@ def _walk(top: Path, top_rel: str, excludes: list[_Exclude]) -> Iterator[tuple[P
                 continue
 
 
-def _expand_glob(pattern: str, root: Path, excludes: list[_Exclude]) -> Iterator[Path]:
+def _expand_glob(pattern: str, root: Path, excludes: _Excludes) -> Iterator[Path]:
     parts = pattern.split("/")
     literal = 0
     while literal < len(parts) - 1 and not _GLOB_MAGIC_RE.search(parts[literal]):
@@ -270,26 +272,26 @@ def _glob_component(part: str) -> str:
     return "".join(out)
 
 
-@dataclass(slots=True, frozen=True)
-class _Exclude:
-    anywhere: bool  # no "/" in the pattern: test each path component
-    regex: re.Pattern[str]
+class _Excludes:
+    """The exclude patterns as one gitignore matcher (pathspec's ``GitIgnoreSpec``): a
+    pattern without ``/`` matches any path component, one with ``/`` is anchored at the root,
+    and a pattern that matches a folder excludes everything under it."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        cleaned = [p.strip().removeprefix("./").strip("/") for p in patterns
+                   if p and p.strip("/. ")]
+        self._spec = pathspec.GitIgnoreSpec.from_lines(cleaned) if cleaned else None
+
+    def __bool__(self) -> bool:
+        return self._spec is not None
+
+    def match(self, rel: str) -> bool:
+        if self._spec is None:
+            return False
+        segments = rel.split("/")
+        return any(self._spec.match_file("/".join(segments[:i + 1]))
+                   for i in range(len(segments)))
 
 
-def _compile_exclude(pattern: str) -> _Exclude:
-    cleaned = pattern.strip().removeprefix("./").strip("/")
-    return _Exclude(anywhere="/" not in cleaned, regex=_glob_regex(cleaned))
-
-
-def _is_excluded(rel: str, excludes: list[_Exclude]) -> bool:
-    if not excludes:
-        return False
-    segments = rel.split("/")
-    prefixes = ["/".join(segments[: i + 1]) for i in range(len(segments))]
-    for exclude in excludes:
-        candidates = segments if exclude.anywhere else prefixes
-        if any(exclude.regex.fullmatch(c) for c in candidates):
-            return True
-    return False
-
-
+def _is_excluded(rel: str, excludes: _Excludes) -> bool:
+    return excludes.match(rel)

@@ -69,11 +69,11 @@ _CoreResolver.add_implicit_resolver(
 class _StrictConstructor(SafeConstructor):
     """SafeConstructor limited to JSON-shaped values; keys are kept as their source text."""
 
-    def construct_yaml_float(self, node: ScalarNode) -> Any:  # type: ignore[override]
+    def construct_yaml_float(self, node: ScalarNode) -> Any:
         value = float(node.value)
         return value if math.isfinite(value) else node.value
 
-    def construct_yaml_int(self, node: ScalarNode) -> Any:  # type: ignore[override]
+    def construct_yaml_int(self, node: ScalarNode) -> Any:
         return int(node.value)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[str, Any]:
