@@ -483,3 +483,29 @@ def test_int8_threshold_and_bad_precision(graph):
     assert (scores > 0.3).all()
     exact_ids, _ = VectorEngine(db).top_k(q, 50, threshold=0.3)
     assert ids.tolist() == exact_ids.tolist()
+
+
+def test_a_mapped_snapshot_takes_updates_privately_and_moves_out_to_grow(graph, monkeypatch):
+    from amalfa import vector_snapshot
+
+    monkeypatch.setattr(vector_snapshot, "MAP_MIN_BYTES", 0)  # map even this small matrix
+    db = graph
+    rng = np.random.default_rng(17)
+    first = snapshot_engine(db)
+    first.refresh()
+    on_disk = first.snapshot_file.read_bytes()
+    other, cold = reopen(db.path)
+    try:
+        cold.refresh()
+        assert cold.snapshot_loads == 1 and not cold._matrix.flags.owndata  # mapped
+        VectorEngine(db).save_embedding("n3", unit(rng, 1)[0])  # another connection writes
+        db.delete_node("n4")
+        assert_matches_reference(other, cold, rng)  # updated in place: private pages
+        assert not cold._matrix.flags.owndata
+        assert cold.snapshot_file.read_bytes() == on_disk  # never written back
+        db.insert_nodes(Node(id=f"g{i}", type="note", label="g", embedding=v)
+                        for i, v in enumerate(unit(rng, 40)))
+        assert_matches_reference(other, cold, rng)  # grown: moved into its own memory
+        assert cold._matrix.flags.owndata and cold.full_reloads == 0
+    finally:
+        other.close()

@@ -240,7 +240,7 @@ class VectorEngine:
         skipped_ids = np.empty(_SKIPPED_ROOM, np.int64)
         while True:
             if self._matrix is None or self._matrix.shape != (self._matrix.shape[0], dim) \
-                    or self._matrix.shape[0] < capacity:
+                    or self._matrix.shape[0] < capacity or not self._matrix.flags.owndata:
                 # drop the old buffer first: never two matrices at once
                 self._matrix = self._rowids = self._live = None  # type: ignore[assignment]
                 self._matrix = np.empty((capacity, dim), np.float32)
@@ -397,6 +397,12 @@ class VectorEngine:
         if rows <= capacity:
             return
         capacity = max(rows, int(capacity * _GROWTH), 1024)
+        if not self._matrix.flags.owndata:
+            # the first growth after a cold start: the rows move from the mapped snapshot (file
+            # pages of the page cache) into the engine's own memory, once
+            grown = np.empty((capacity, self._dim), np.float32)
+            grown[:self._n] = self._matrix[:self._n]
+            self._matrix = grown
         # refcheck=False is safe: the engine never hands out views of these arrays
         self._matrix.resize((capacity, self._dim), refcheck=False)
         self._rowids.resize(capacity, refcheck=False)
