@@ -207,7 +207,7 @@ def test_kill_during_migration_of_a_large_original_database(
     out, err = process.communicate(timeout=180)
     assert process.returncode == 0, err
     undisturbed = json.loads(out)
-    assert undisturbed["applied"] == [3] and undisturbed["backup"]
+    assert undisturbed["applied"] == list(range(3, latest_version() + 1)) and undisturbed["backup"]
     shutil.rmtree(tmp_path / "backups")
     timed.unlink()
 
@@ -239,9 +239,10 @@ def test_kill_during_migration_of_a_large_original_database(
                 "SELECT name FROM sqlite_schema WHERE type = 'table'")}
         finally:
             conn.close()
-        assert state.version in (2, 3)
+        assert 2 <= state.version <= latest_version()  # each step commits on its own
         phase = ("not started" if "amalfa_migrations" not in tables
-                 else "bootstrapped" if state.version == 2 else "migrated")
+                 else "bootstrapped" if state.version == 2
+                 else "migrated" if state.version == latest_version() else "partly migrated")
         phases[phase] = phases.get(phase, 0) + 1
         assert _content_digest(path) == (rows, digest)
 
@@ -252,7 +253,7 @@ def test_kill_during_migration_of_a_large_original_database(
             assert conn.execute("PRAGMA integrity_check") == [("ok",)]
             assert "summary" in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
             assert conn.execute("SELECT version FROM amalfa_migrations ORDER BY version") == [
-                (1,), (2,), (3,)]
+                (version,) for version in range(1, latest_version() + 1)]
             assert conn.execute("SELECT count(*) FROM __drizzle_migrations WHERE hash = ?",
                                 (DRIZZLE_STEP3,)) == [(1,)]
             db.insert_node(Node("after-migration", "doc", summary="it works"))
