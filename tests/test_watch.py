@@ -196,3 +196,12 @@ def test_bad_options_are_usage_errors(project: Path) -> None:
                               env=_env(project), capture_output=True, text=True,
                               timeout=DEADLINE, check=False)
         assert proc.returncode == 2 and words in proc.stderr
+
+
+def test_sigint_stops_cleanly(project: Path) -> None:
+    process = WatchProcess(project)
+    process.next_batch()
+    process.proc.send_signal(signal.SIGINT)
+    code, stderr = process.stop()
+    assert code == 0 and "stopped after 1 run(s)" in stderr and "Traceback" not in stderr
+    assert _node_ids(project) == {"docs-handbook", "docs-other"}  # nothing lost
