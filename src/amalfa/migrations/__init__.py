@@ -30,11 +30,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
 from amalfa._core.connection import Connection
+from amalfa._text import file_stamp
 from amalfa.errors import DatabaseError, ReadOnlyError, SchemaVersionError
 
 __all__ = [
@@ -375,7 +375,7 @@ def _apply(conn: Connection, migration: Migration, latest: int, where: str) -> b
 def _backup(conn: Connection, db_path: Path, folder: Path, version: int) -> Path:
     """Copy the database into ``folder`` with the online backup API; return the copy's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = file_stamp()
     stem = f"{db_path.stem}.v{version}.{stamp}"
     target = folder / f"{stem}.db"
     counter = 1
