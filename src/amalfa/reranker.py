@@ -24,21 +24,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from amalfa.embedder import (
+from amalfa.errors import ModelError
+from amalfa.models._runtime import (
     MAX_BATCH_TOKENS,
     build_session,
     default_threads,
     encode_arrays,
     encode_batch,
     graph_inputs,
-    hub_blob_checks,
-    hub_files,
     length_sorted_batches,
     load_tokenizer,
-    locate_model_files,
-    verify_sha256,
 )
-from amalfa.errors import ModelError
+from amalfa.models.files import hub_blob_checks, hub_files, locate_model_files, verify_sha256
 from amalfa.text_rules import for_model
 
 __all__ = ["DEFAULT_RERANKER", "RerankResult", "Reranker", "resolve_reranker"]
