@@ -1,7 +1,8 @@
 """pytest-benchmark: the ingest pipeline (run: pytest benchmarks/bench_ingest.py).
 
-The parts of ``amalfa init`` that are not the model: discovering and parsing Markdown, and a
-second run over unchanged files (hashing, the database scan, link resolution). One small full
+The parts of ``amalfa init`` that are not the model: discovering and parsing Markdown, cutting
+documents into token-sized passages (CommonMark blocks and the model's tokenizer), and a second
+run over unchanged files (hashing, the database scan, link resolution). One small full
 run with the model is included for scale. The table of files per second and the share of time
 outside the model on 1,000 files comes from benchmarks/compare_ingest.py.
 """
@@ -19,7 +20,14 @@ from compare_ingest import generate
 
 from amalfa.db import ResonanceDB
 from amalfa.embedder import Embedder
-from amalfa.ingest import discover, ingest, parse_documents, resolve_links
+from amalfa.ingest import (
+    TokenCounter,
+    discover,
+    ingest,
+    parse_documents,
+    resolve_links,
+    split_passages,
+)
 
 FILES = 300
 
@@ -44,6 +52,16 @@ def test_discover_and_parse(benchmark, corpus: Path) -> None:
         return len(resolve_links(docs))
 
     assert benchmark(parse) > 0
+
+
+def test_cut_into_passages(benchmark, corpus: Path, embedder: Embedder) -> None:
+    docs = parse_documents(discover(["notes"], root=corpus), root=corpus).documents
+    counter = TokenCounter.for_embedder(embedder)
+
+    def cut() -> int:
+        return sum(len(split_passages(doc, counter)) for doc in docs)
+
+    assert benchmark(cut) >= len(docs)
 
 
 def test_second_run_without_changes(benchmark, corpus: Path, embedder: Embedder,
