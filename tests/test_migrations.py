@@ -123,6 +123,17 @@ def table_rows(path: Path, table: str, columns: str = "*") -> list[tuple]:
         conn.close()
 
 
+def other_programs_database(path: Path, *statements: str) -> None:
+    """A database some other program made: ``statements`` run by the stdlib module."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def tables(path: Path) -> set[str]:
     return {row[0] for row in table_rows(path, "sqlite_schema WHERE type = 'table'", "name")}
 
@@ -308,9 +319,8 @@ def test_default_backup_dir() -> None:
 def test_a_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     ResonanceDB.create(path).close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("INSERT INTO amalfa_migrations (version, name, checksum) VALUES (7, 'x', 'y')")
-    conn.close()
+    other_programs_database(
+        path, "INSERT INTO amalfa_migrations (version, name, checksum) VALUES (7, 'x', 'y')")
     before = dump(path)
     for readonly in (False, True):
         with pytest.raises(SchemaVersionError) as caught:
@@ -325,9 +335,8 @@ def test_a_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
 def test_an_edited_migration_warns(tmp_path: Path) -> None:
     path = tmp_path / "edited.db"
     ResonanceDB.create(path).close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("UPDATE amalfa_migrations SET checksum = 'other' WHERE version = 2")
-    conn.close()
+    other_programs_database(
+        path, "UPDATE amalfa_migrations SET checksum = 'other' WHERE version = 2")
     with pytest.warns(UserWarning, match="0002_history"):
         ResonanceDB(path).close()
 
@@ -435,17 +444,6 @@ def test_readonly_cannot_migrate_an_earlier_step(tmp_path: Path) -> None:
     with pytest.raises(ReadOnlyError, match=f"version 1.*2..{LATEST}"):
         ResonanceDB(path, readonly=True)
     assert dump(path) == before
-
-
-def other_programs_database(path: Path, *statements: str) -> None:
-    """A database some other program made: ``statements`` run by the stdlib module."""
-    conn = sqlite3.connect(path)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def test_a_foreign_nodes_table_is_not_adopted(tmp_path: Path) -> None:
