@@ -92,23 +92,24 @@ def _check_settings(report: DoctorReport, settings: Settings) -> None:
                exclude_patterns=settings.exclude_patterns, model=settings.embeddings.model)
 
 
-def _check_database(report: DoctorReport, path: Path) -> str | None:
-    """SQLite build, pragmas and probe, integrity, schema; returns the recorded model."""
+def _check_database(report: DoctorReport, path: Path) -> tuple[str | None, str | None]:
+    """SQLite build, pragmas and probe, integrity, schema; returns the recorded model and
+    precision."""
     from amalfa import migrations
-    from amalfa.db.inspect import node_counts, recorded_model_of
+    from amalfa.db.inspect import node_counts, recorded_model_of, recorded_precision_of
     from amalfa.factory import DatabaseFactory, sqlite_version
 
     report.add("sqlite", "ok", f"SQLite {sqlite_version()} (amalfa's pinned build)")
     if not path.is_file():
         report.add("database", "warn", f"no database at {show_path(path)} yet; run `amalfa init`",
                    path=str(path))
-        return None
+        return None, None
     try:
         conn = DatabaseFactory.connect(path, create=False)
     except DatabaseError as exc:
         report.add("database", "fail",
                    f"{show_path(path)} cannot be opened: {one_line(str(exc))}")
-        return None
+        return None, None
     try:
         try:
             health = DatabaseFactory.perform_health_check(conn)
@@ -138,7 +139,7 @@ def _check_database(report: DoctorReport, path: Path) -> str | None:
             if state.version < latest:
                 detail += "; the next write migrates it"
             report.add("schema", status, detail, version=state.version, latest=latest)
-        recorded = recorded_model_of(conn)
+        recorded = recorded_model_of(conn), recorded_precision_of(conn)
         nodes, vectors = node_counts(conn)
         report.add("database", "ok", f"{show_path(path)}: {nodes} nodes, {vectors} embeddings, "
                    f"{format_size(path.stat().st_size)}", path=str(path), nodes=nodes,
@@ -148,12 +149,13 @@ def _check_database(report: DoctorReport, path: Path) -> str | None:
     return recorded
 
 
-def _check_model(report: DoctorReport, settings: Settings, recorded: str | None) -> None:
+def _check_model(report: DoctorReport, settings: Settings,
+                 recorded: tuple[str | None, str | None]) -> None:
     from amalfa._model_choice import embedder_for
 
     try:
         # The model queries will use (the recorded one wins); finding it loads nothing.
-        embedder = embedder_for(settings, recorded)
+        embedder = embedder_for(settings, *recorded)
     except ModelError as exc:
         report.add("model", "fail", one_line(str(exc)))
         return

@@ -65,12 +65,18 @@ class Context:
                                hint="run `amalfa checkpoint` (or `amalfa init`) once to migrate "
                                     "it; a backup is taken first") from None
 
-    def embedder(self, recorded: str | None = None) -> Embedder:
-        """The embedder: the model a database recorded when there is one (it wins: vectors of
-        two models must never be compared), else the settings' model."""
+    def embedder(self) -> Embedder:
+        """The settings' embedder, for writing (``init``): ``Embedder.for_settings``."""
         from amalfa._model_choice import embedder_for
 
-        return embedder_for(self.settings, recorded)
+        return embedder_for(self.settings)
+
+    def embedder_for(self, db: ResonanceDB) -> Embedder:
+        """The embedder for querying ``db``: the model and precision it recorded win (vectors of
+        two models must never be compared), else the settings' model."""
+        from amalfa._model_choice import embedder_for_database
+
+        return embedder_for_database(self.settings, db)
 
     def emit_json(self, value: Any) -> None:
         json.dump(value, self.out, indent=2, ensure_ascii=False, default=str)

@@ -87,7 +87,7 @@ def cmd_search(ctx: Context) -> int:
             raise CommandError(f"the database at {show_path(db.path)} has no passages yet "
                                "(it was built before search read passages)",
                                hint="run `amalfa init` once to cut the documents into passages")
-        embedder = None if args.mode == "keyword" else ctx.embedder(db.recorded_model())
+        embedder = None if args.mode == "keyword" else ctx.embedder_for(db)
         engine = SearchEngine(db, embedder=embedder, root=ctx.settings.root)
         options: dict[str, Any] = {"mode": args.mode, "rerank": args.rerank,
                                    "raw_query": args.raw, "domain": args.domain,
