@@ -32,11 +32,8 @@ positive_int = RESULTS.argparse()
 port = IntRange(1, PORT.high, "port").argparse()
 
 
-def listen_port(text: str) -> int:
-    """An argument type: a TCP port to listen on, 0 to 65535 (0: the system picks a free one)."""
-    if text.strip() == "0":
-        return 0
-    return port(text)
+#: A TCP port to listen on, 0 to 65535 (0: the system picks a free one).
+listen_port = PORT.argparse()
 
 
 def common_options(*, suppress: bool) -> argparse.ArgumentParser:
