@@ -602,3 +602,28 @@ def test_the_recorded_model_wins_and_a_missing_one_is_a_clear_error(
     proc = amalfa(project, env, "search", "naturally leavened bread", expect=None)
     assert_one_line_error(proc, 1, re.escape(str(folder.resolve())))
     assert "AMALFA_MODEL_PATH" in proc.stderr.splitlines()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Hints are chosen by class
+# --------------------------------------------------------------------------------------------
+
+
+def test_hints_are_chosen_by_class_not_by_name() -> None:
+    from amalfa import errors
+    from amalfa.cli._errors import describe
+
+    class CustomDaemonFailure(errors.DaemonError):
+        pass
+
+    message, hint, status = describe(CustomDaemonFailure("could not bind\nlog line 1\nline 2"))
+    assert (message, status) == ("could not bind", 1)  # the log's lines stay out of the message
+    assert hint is not None and "vector-daemon.log" in hint
+
+    DaemonError = type("DaemonError", (Exception,), {})  # the name alone earns no daemon hint
+    assert "vector-daemon.log" not in (describe(DaemonError("x"))[1] or "")
+
+    assert "init --force" in (describe(errors.ModelMismatchError("other model"))[1] or "")
+    assert "amalfa[model]" in (describe(errors.ModelError("no model"))[1] or "")
+    assert "another process" in (describe(errors.BusyError("busy", 5))[1] or "")
+    assert describe(errors.CommandError("bad", hint="do this", status=2)) == ("bad", "do this", 2)
