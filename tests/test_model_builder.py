@@ -288,9 +288,10 @@ def test_database_records_and_enforces_the_precision(tmp_path: Path) -> None:
         assert (db.recorded_model(), db.recorded_precision()) == (DEFAULT_MODEL, "int8")
         int8.check_database(db)  # the same model and precision: fine
         fp32 = Embedder(use_daemon=False)
-        with pytest.raises(ModelMismatchError, match=r"embedded with .*all-MiniLM-L6-v2 \(int8\)"
-                                                     r", not with .*\(fp32\).*for_database"
-                                                     r".*--precision fp32"):
+        with pytest.raises(ModelMismatchError,
+                           match=r"embedded with .*all-MiniLM-L6-v2 \(int8\), not with .*"
+                                 r"\(fp32\).*for_database.*--precision int8.*--force "
+                                 r"--precision fp32"):
             fp32.check_database(db)
         with pytest.raises(ModelMismatchError), db.transaction():
             fp32.record_in(db)

@@ -334,9 +334,9 @@ class Embedder:
         if (recorded, recorded_precision) != (self.model_name, self.precision):
             raise ModelMismatchError(
                 f"the database at {db.path} was embedded with {recorded} ({recorded_precision}), "
-                f"not with {self.model_name} ({self.precision}); query it with "
-                f"Embedder.for_database(db) (or Embedder({recorded!r}, "
-                f"precision={recorded_precision!r})), or embed every file again with "
+                f"not with {self.model_name} ({self.precision}); use the recorded ones "
+                f"(Embedder.for_database(db), or `amalfa init --precision "
+                f"{recorded_precision}`), or embed every file again with "
                 f"`amalfa init --force --precision {self.precision}`")
 
     def record_in(self, db: ResonanceDB) -> None:

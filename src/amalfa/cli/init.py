@@ -29,6 +29,10 @@ def register(commands: Commands) -> None:
                       help="embed every file again, changed or not (after changing the model)")
     init.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                       help="files embedded and written per transaction (default: 64)")
+    init.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                      help="embedding precision: fp32 (default; parity with "
+                           "sentence-transformers) or int8 (faster, a measured loss of quality; "
+                           "docs/concepts/embeddings.md); changing it needs --force")
 
 
 def cmd_init(ctx: Context) -> int:
@@ -51,12 +55,18 @@ def cmd_init(ctx: Context) -> int:
 
     fresh = not path.exists()
     embedder = ctx.embedder()
+    if args.precision and args.precision != embedder.precision:
+        from amalfa.embedder import Embedder
+
+        embedder = Embedder.for_settings(settings, precision=args.precision)
     # files and passages on a terminal; nothing when stderr is piped or the output is JSON
     bar = _IngestProgress("embedding", sys.stderr) if sys.stderr.isatty() and not ctx.json \
         else None
     ctx.interrupt_hint = ("every batch written so far is kept; run `amalfa init` again to "
                           "finish")
     with ResonanceDB(path, create=True) as db:
+        if not args.force and db.get_stats().vectors:
+            embedder.check_database(db)  # one model and precision per database
         try:
             result = ingest(sources, db=db, embedder=embedder, root=root,
                             exclude_patterns=settings.exclude_patterns, files=files,
@@ -65,6 +75,9 @@ def cmd_init(ctx: Context) -> int:
         finally:
             if bar is not None:
                 bar.close()
+        if result.texts_embedded:
+            with db.transaction():
+                db.record_model(embedder.model_name, embedder.precision)
         counts = db.get_stats()
         passages, _ = db.count_passages()
     ctx.interrupt_hint = None
