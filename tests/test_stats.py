@@ -837,3 +837,45 @@ def test_report_when_everything_passes(tmp_path: Path) -> None:
     report = stats.generate_report(tmp_path / "r.md").read_text(encoding="utf-8")
     assert "All baseline metrics are within tolerance." in report
     assert "❌" not in report
+
+
+# -- after an ingest run ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_record_ingest_run_keeps_history_log_and_baseline(tmp_path: Path) -> None:
+    from amalfa.db import ResonanceDB
+    from amalfa.embedder import Embedder
+    from amalfa.ingest import ingest
+    from amalfa.settings import load_settings
+    from amalfa.stats import record_ingest_run
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# A\n\nSourdough needs a lively starter. See [b](b.md).\n")
+    (notes / "b.md").write_text("# B\n\nA hot oven makes a good crust.\n")
+    settings = load_settings(root=tmp_path)
+    embedder = Embedder(use_daemon=False)
+
+    def run_once() -> object:
+        with ResonanceDB.create(settings.database_path) as db:
+            result = ingest(["notes"], db=db, embedder=embedder, root=tmp_path)
+            counts = db.get_stats()
+        return record_ingest_run(settings, result, counts, version="9.9")
+
+    first = run_once()
+    assert first.snapshot.nodes == 2 and first.snapshot.version == "9.9"
+    assert first.mismatches is None  # no baseline file: verification is opt-in
+    history = StatsTracker(settings=settings).all()
+    assert [s.nodes for s in history] == [2]
+    runs = list(StatsLogger(settings=settings).runs())
+    assert runs[-1]["operation"] == "init" and runs[-1]["files_processed"] == 2
+    assert (runs[-1]["nodes"], runs[-1]["errors"]) == (2, 0)
+
+    baseline = settings.folders.base / "ingestion-baseline.json"
+    baseline.write_text(json.dumps({"domains": {"knowledge": {"nodes": 5}},
+                                    "tolerances": {"nodes": 0.1}}))
+    second = run_once()
+    assert [m.metric for m in second.mismatches] == ["nodes"]
+    assert second.validation.valid  # same counts again: a "no growth" warning, not an error
+    assert [s.nodes for s in StatsTracker(settings=settings).all()] == [2, 2]
