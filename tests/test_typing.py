@@ -50,3 +50,24 @@ def test_mypy_reports_no_errors_in_the_package(tmp_path: Path) -> None:
     result = run_mypy(["mypy", "--config-file", "pyproject.toml"], tmp_path / "cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success: no issues found" in result.stdout
+
+
+def test_a_type_checker_resolves_the_connection(tmp_path: Path) -> None:
+    # ResonanceDB.raw and DatabaseFactory.connect() are the compiled Connection (from its stub),
+    # and `with db.transaction() as db` keeps the database's own type
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from amalfa.db import ResonanceDB\n"
+        "from amalfa.factory import DatabaseFactory\n"
+        "db = ResonanceDB(':memory:')\n"
+        "reveal_type(db.raw)\n"
+        "reveal_type(DatabaseFactory.connect('x'))\n"
+        "with db.transaction() as inner:\n"
+        "    reveal_type(inner)\n", encoding="utf-8")
+    result = run_mypy(["mypy", "--config-file", "pyproject.toml", str(probe)],
+                      tmp_path / "cache")
+    revealed = [line.split('Revealed type is "', 1)[1].rstrip('"')
+                for line in result.stdout.splitlines() if "Revealed type is" in line]
+    assert revealed == ["amalfa._core.connection.Connection",
+                        "amalfa._core.connection.Connection",
+                        "amalfa.db.resonance.ResonanceDB"], result.stdout
