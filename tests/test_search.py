@@ -308,3 +308,40 @@ def test_snippets_are_cut_around_the_match() -> None:
     assert "boiler gauge" in cut and cut.startswith("\u2026") and cut.endswith("\u2026")
     assert len(cut) <= 122
     assert snippet("short text", "x") == "short text"
+
+
+OTHER_CLIENT = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA foreign_keys = ON")
+conn.execute("DELETE FROM nodes WHERE id = 'kitchen-bread'")
+conn.execute("UPDATE passages SET text = 'the stdlib rewrote this passage about gauges' "
+             "WHERE node_id = 'house-manual' AND heading = 'House manual > Boiler'")
+conn.execute("INSERT INTO passages_fts (passages_fts) VALUES ('integrity-check')")
+print(sqlite3.sqlite_version)
+"""
+
+
+def test_another_sqlite_client_keeps_the_index_in_step(project: Path, tmp_path: Path,
+                                                       embedder: Embedder) -> None:
+    """Python's own sqlite3 (an older SQLite) deletes and updates passages through the schema's
+    triggers; run in a subprocess, since two SQLite libraries must not share a file in one
+    process."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.db"
+    with ResonanceDB(path, create=True) as db:
+        ingest(["."], db=db, embedder=embedder, root=project)
+    done = subprocess.run([sys.executable, "-c", OTHER_CLIENT, str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with ResonanceDB(path) as db:
+        db.raw.execute("INSERT INTO passages_fts (passages_fts) VALUES ('integrity-check')")
+        assert db.get_passages("kitchen-bread") == []  # the cascade reached the passages
+        engine = SearchEngine(db, embedder=embedder)
+        assert all(h.id != "kitchen-bread"
+                   for h in engine.search("sourdough starter flour", 5, mode="keyword"))
+        rewritten = engine.search("stdlib rewrote", 1, mode="keyword")
+        assert rewritten[0].heading == "House manual > Boiler"
+        assert engine.search("filling", 5, mode="keyword") == []  # the old text left the index
