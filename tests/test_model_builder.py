@@ -323,3 +323,16 @@ def test_int8_client_does_not_take_fp32_vectors_from_the_daemon(monkeypatch) -> 
         finally:
             server.shutdown()
             thread.join()
+
+
+def test_graph_status_reports_the_cache_without_building(own_cache: Path) -> None:
+    embedder = Embedder(use_daemon=False, precision="int8")
+    assert embedder.graph_status()["state"] == "not built"
+    assert not own_cache.exists()  # asking built nothing
+    embedder.embed("x")
+    status = Embedder(use_daemon=False, precision="int8").graph_status()
+    assert status["state"] == "built" and status["precision"] == "int8"
+    assert status["fused"]["attention"] == 6 and status["probe_min_cosine"] >= 0.99
+    Path(status["path"]).write_bytes(b"damaged")
+    assert embedder.graph_status()["state"] == "corrupt"
+    assert Embedder(use_daemon=False, optimize=False).graph_status()["state"] == "off"

@@ -55,7 +55,7 @@ from amalfa.models._runtime import (
     length_sorted_batches,
     load_tokenizer,
 )
-from amalfa.models.builder import BuiltGraph, optimized_graph
+from amalfa.models.builder import BuiltGraph, graph_status, optimized_graph
 from amalfa.models.files import (
     EMBEDDED_ONNX_SHA256,
     EMBEDDED_TOKENIZER_SHA256,
@@ -321,6 +321,16 @@ class Embedder:
         return (f"Embedder(model={self.model_name!r}, precision={self.precision!r}, "
                 f"source={self.source!r}, pooling={self.pooling!r}, "
                 f"max_length={self.max_length}, threads={self.threads})")
+
+    def graph_status(self) -> dict[str, Any]:
+        """The optimised graph's state in the cache (``built``, ``not built``, ``probe failed``,
+        ``corrupt``) without building or loading anything; ``amalfa doctor`` reports it. Hashes
+        the source file (the embedded one is checked against its pin on the way)."""
+        if not self.optimize:
+            return {"precision": self.precision, "state": "off"}
+        self.files.verify()
+        return graph_status(self.files.onnx_path, self.precision,
+                            source_sha256=dict(self.files.checks).get(self.files.onnx_path))
 
     # -- databases --
 

@@ -41,7 +41,7 @@ from amalfa.models.files import sha256_file
 from amalfa.models.registry import Precision, check_precision
 
 __all__ = ["BUILDER_VERSION", "PROBE_MIN_COSINE", "PROBE_TEXTS", "BuiltGraph", "build_graph",
-           "cache_folder", "cache_key", "optimized_graph"]
+           "cache_folder", "cache_key", "graph_status", "optimized_graph"]
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +240,25 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
     return BuiltGraph(path=graph_path, precision=precision, key=key, optimized=True,
                       from_cache=from_cache, fused=dict(record.get("fused") or {}),
                       probe_min_cosine=worst)
+
+
+def graph_status(source: Path, precision: str, *,
+                 source_sha256: str | None = None) -> dict[str, Any]:
+    """What :func:`optimized_graph` would find in the cache now, without building anything
+    (``amalfa doctor`` reports it): ``state`` is ``built`` (cached and probed), ``not built``
+    (built at first use), ``probe failed`` (the source graph runs) or ``corrupt`` (built again
+    at next use); with the cache ``path``, ``key``, ``fused`` counts and the probe's least
+    cosine when known."""
+    precision = check_precision(precision)
+    sha = source_sha256 or sha256_file(source)
+    key = cache_key(sha, precision)
+    graph_path, record_path = cache_folder() / f"{key}.onnx", cache_folder() / f"{key}.json"
+    status: dict[str, Any] = {"precision": precision, "key": key, "path": str(graph_path)}
+    if not record_path.exists():
+        return {**status, "state": "not built"}
+    record = _read_record(graph_path, record_path, key)
+    if record is None:
+        return {**status, "state": "corrupt"}
+    state = "built" if record.get("probe_passed") else "probe failed"
+    return {**status, "state": state, "fused": record.get("fused") or {},
+            "probe_min_cosine": record.get("probe_min_cosine")}
