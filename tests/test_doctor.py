@@ -44,7 +44,7 @@ def test_a_healthy_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert report.ok, report.to_json()
     assert statuses(report) == {"settings": "ok", "sqlite": "ok", "pragmas": "ok",
                                 "integrity": "ok", "schema": "ok", "database": "ok",
-                                "model": "ok", "daemon": "ok"}
+                                "model": "ok", "model graph": "ok", "daemon": "ok"}
     database = next(c for c in report.checks if c.name == "database")
     assert (database.data["nodes"], database.data["embeddings"]) == (1, 1)
     model = next(c for c in report.checks if c.name == "model")

@@ -336,3 +336,25 @@ def test_graph_status_reports_the_cache_without_building(own_cache: Path) -> Non
     Path(status["path"]).write_bytes(b"damaged")
     assert embedder.graph_status()["state"] == "corrupt"
     assert Embedder(use_daemon=False, optimize=False).graph_status()["state"] == "off"
+
+
+def test_doctor_reports_the_model_graph(tmp_path: Path, monkeypatch) -> None:
+    from amalfa.doctor import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AMALFA_SETTINGS", raising=False)
+
+    def graph_check() -> dict:
+        rows = [c for c in diagnose().checks if c.name == "model graph"]
+        assert len(rows) == 1
+        return rows[0].to_json()
+
+    before = graph_check()
+    assert (before["status"], before["state"]) == ("ok", "not built")
+    assert "built at first use" in before["detail"]
+    Embedder(use_daemon=False).embed("x")
+    after = graph_check()
+    assert (after["status"], after["state"]) == ("ok", "built")
+    Path(after["path"]).write_bytes(b"damaged")
+    damaged = graph_check()
+    assert (damaged["status"], damaged["state"]) == ("warn", "corrupt")

@@ -21,6 +21,7 @@ from amalfa._text import format_size, one_line, show_path
 from amalfa.errors import DatabaseError, ModelError, SettingsError
 
 if TYPE_CHECKING:
+    from amalfa.embedder import Embedder
     from amalfa.settings import Settings
 
 __all__ = ["Check", "DoctorReport", "diagnose"]
@@ -164,10 +165,32 @@ def _check_model(report: DoctorReport, settings: Settings,
               f"{files.spec.dimensions or '?'}-d, max {files.spec.max_length} tokens)")
     report.add("model", "ok", detail, name=embedder.model_name, source=files.source,
                onnx=str(files.onnx_path))
+    _check_model_graph(report, embedder)
     wanted = settings.embeddings.dimensions
     if files.spec.dimensions and files.spec.dimensions != wanted:
         report.add("dimensions", "warn", f"the model makes {files.spec.dimensions}-d vectors; "
                    f"the settings say embeddings.dimensions = {wanted}")
+
+
+def _check_model_graph(report: DoctorReport, embedder: Embedder) -> None:
+    """The optimised graph amalfa builds on this machine at first use, as the cache holds it."""
+    try:
+        status = embedder.graph_status()  # hashes the source; builds and loads nothing
+    except ModelError as exc:
+        report.add("model graph", "fail", one_line(str(exc)))
+        return
+    state, precision = status["state"], status["precision"]
+    details = {
+        "built": (f"{precision} graph built and probed (least cosine "
+                  f"{status.get('probe_min_cosine', 0):.5f}; fused {status.get('fused')})"),
+        "not built": f"{precision} graph not built yet: it is built at first use (offline)",
+        "probe failed": (f"the {precision} graph failed its parity probe; the source graph "
+                         "runs instead"),
+        "corrupt": f"the cached {precision} graph is corrupt; it is built again at next use",
+        "off": "optimisation off: the source graph runs",
+    }
+    level: Status = "warn" if state in ("probe failed", "corrupt") else "ok"
+    report.add("model graph", level, details.get(state, state), **status)
 
 
 def _check_daemon(report: DoctorReport, root: Path | None) -> None:
