@@ -122,6 +122,12 @@ def test_keyword_mode_needs_the_words_and_vector_mode_the_meaning(engine: Search
     assert paraphrase[0].id == "garden-tomatoes" and paraphrase[0].heading == "Tomatoes > Pests"
 
 
+def test_common_words_do_not_outvote_the_meaning(engine: SearchEngine) -> None:
+    # "with" is the only word this shares with any passage (the boiler's); it is not a vote
+    hits = engine.search("letting dough rise with wild yeast", 3)
+    assert hits[0].id == "kitchen-bread"
+
+
 def test_hybrid_returns_each_document_once_best_first(engine: SearchEngine) -> None:
     hits = engine.search("water", 10)
     ids = [h.id for h in hits]
@@ -170,7 +176,10 @@ def test_rerank_without_a_model_says_how_to_get_one(engine: SearchEngine, tmp_pa
 
 def test_operators_in_user_text_are_plain_words(engine: SearchEngine) -> None:
     assert keyword_query('NEAR(boiler "tank") AND col:umn* ^x -y') == (
-        '"near" OR "boiler" OR "tank" OR "and" OR "col" OR "umn" OR "x" OR "y"')
+        '"near" OR "boiler" OR "tank" OR "col" OR "umn" OR "x" OR "y"')
+    # common words are dropped, unless nothing else is left
+    assert keyword_query("what is the boiler for") == '"boiler"'
+    assert keyword_query("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
     assert keyword_query("\"\" ( ) * : ^ - +") == ""
     hits = engine.search('boiler" OR NOT (tank', 3, mode="keyword")
     assert hits[0].id == "house-manual"

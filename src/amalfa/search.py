@@ -20,7 +20,13 @@ Modes:
   measured and dropped: it lowered deep-sentence recall@5 from 0.976 to 0.911 on the retrieval
   benchmark, and titles are found at 1.0 without it.)
 
-Each document appears once, with its best passage (by the same fusion over passages). With
+Each document appears once, with its best passage. Which passage of a document to show is a
+different question from which documents to rank: ranks cannot tell a passage that matches the
+query's words exactly from one that only shares its subject, but scores can. So the passage is
+the one with the highest sum of its scores in the two lists, each list's scores divided by that
+list's best score for the query (the cosine and BM25 scales then both top out at 1). On the
+retrieval benchmark this puts the query sentence inside the reported lines for 95.8% of hits,
+against 85.8% when passages are chosen by RRF like documents. With
 ``rerank=True`` the best :data:`RERANK_DEPTH` x ``limit`` documents are scored again by a
 cross-encoder (:class:`~amalfa.reranker.Reranker`) reading the query with each best passage.
 
@@ -69,6 +75,17 @@ SNIPPET_CHARS = 300
 # the most query words sent to FTS5 (a pasted page must not become a 10,000-term query)
 _MAX_TERMS = 64
 _WORD_RE = re.compile(r"\w+")
+# Words that nearly every English passage has: as OR terms they only add noise matches, which
+# in a fusion count as full votes. Dropped from keyword queries unless nothing else is left.
+_STOPWORDS = frozenset("""
+a about above after again all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has
+have having he her here hers herself him himself his how i if in into is it its itself just
+me more most my myself no nor not of off on once only or other our ours ourselves out over own
+same she should so some such than that the their theirs them themselves then there these they
+this those through to too under until up very was we were what when where which while who whom
+why will with would you your yours yourself yourselves
+""".split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +123,8 @@ def keyword_query(text: str) -> str:
 
     Every word becomes a quoted string (``"word"``), so nothing the user types is read as FTS5
     syntax: ``NEAR``, ``AND``, ``*``, ``:``, ``^``, quotes and parentheses are plain words or
-    separators. Returns "" when ``text`` has no words. At most 64 distinct words are used.
+    separators. Common English words (``the``, ``with`` ...) are left out unless the text has
+    no other word. Returns "" when ``text`` has no words. At most 64 distinct words are used.
     """
     words: dict[str, None] = {}
     for match in _WORD_RE.finditer(text):
@@ -114,7 +132,8 @@ def keyword_query(text: str) -> str:
         words.setdefault(word, None)
         if len(words) >= _MAX_TERMS:
             break
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in words)
+    wanted = [word for word in words if word not in _STOPWORDS] or list(words)
+    return " OR ".join('"' + word.replace('"', '""') + '"' for word in wanted)
 
 
 @dataclass(slots=True)
@@ -256,16 +275,18 @@ class SearchEngine:
             return list(best.values())
 
         # hybrid: RRF over documents (each list ranks documents by their best passage); the
-        # passage shown is the best by RRF over passages.
+        # passage shown is the one with the highest sum of its scores, each list's scores
+        # divided by that list's best (see the module docstring).
         fused: dict[str, float] = {}
         passage_fused: dict[int, float] = {}
         passages: dict[int, PassageLocation] = {}
         for ranking in ranked:
             seen: set[str] = set()
-            for rank, (passage, _) in enumerate(ranking, start=1):
+            top = max((score for _, score in ranking), default=0.0)
+            for passage, score in ranking:
                 passages[passage.id] = passage
-                passage_fused[passage.id] = passage_fused.get(passage.id, 0.0) \
-                    + 1.0 / (RRF_K + rank)
+                share = score / top if top > 0 else 0.0
+                passage_fused[passage.id] = passage_fused.get(passage.id, 0.0) + share
                 if passage.node_id not in seen:
                     seen.add(passage.node_id)
                     fused[passage.node_id] = fused.get(passage.node_id, 0.0) \
