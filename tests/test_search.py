@@ -251,6 +251,19 @@ def test_editing_one_paragraph_re_embeds_only_its_passage(project: Path, db: Res
     assert "1.2 and 1.8 bar" in " ".join(lines[hit.line - 1:hit.line_end])
 
 
+def test_documents_ingested_before_passages_get_them_without_a_new_node_vector(
+        project: Path, db: ResonanceDB, embedder: Embedder) -> None:
+    ingest(["."], db=db, embedder=embedder, root=project)
+    count = len(db.get_passages("house-manual"))
+    vector = db.get_node("house-manual").embedding.copy()
+    with db.transaction():
+        db.delete_node_passages("house-manual")  # as a database from before migration 0005
+    result = ingest(["."], db=db, embedder=embedder, root=project)
+    assert "house-manual" in result.unchanged
+    assert result.passages_embedded == result.texts_embedded == count
+    assert (db.get_node("house-manual").embedding == vector).all()
+
+
 def test_force_embeds_every_passage_again(project: Path, db: ResonanceDB,
                                           embedder: Embedder) -> None:
     first = ingest(["."], db=db, embedder=embedder, root=project)
