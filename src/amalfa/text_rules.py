@@ -46,6 +46,7 @@ regular-expression search over the string otherwise; nothing is copied unless it
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -58,6 +59,7 @@ __all__ = [
     "first_surrogate",
     "for_model",
     "for_model_all",
+    "json_for_model",
     "printable",
 ]
 
@@ -110,6 +112,36 @@ def for_model_all(texts: Any, *, what: str = "texts") -> list[str]:
     if isinstance(texts, str):
         raise TypeError(f"{what} must be a sequence of str, not a single str")
     return [for_model(text, what=f"{what}[{i}]") for i, text in enumerate(texts)]
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _strings_for_model(value: Any) -> Any:
+    if isinstance(value, str):
+        return for_model(value)
+    if isinstance(value, list):
+        return [_strings_for_model(item) for item in value]
+    if isinstance(value, dict):
+        return {for_model(key): _strings_for_model(item) for key, item in value.items()}
+    return value
+
+
+def json_for_model(document: str) -> str:
+    """A JSON document with :func:`for_model` applied to every string in it, keys included.
+
+    For protocol layers whose JSON parser refuses a ``"\\ud800"`` escape outright (pydantic's,
+    under the MCP SDK, drops such a request without an answer): the document is parsed with
+    the standard library (which accepts lone surrogates), made valid and written again. A
+    document with no surrogate escape, or one that is not JSON, comes back unchanged, so the
+    protocol layer still reports its own parse errors.
+    """
+    if _SURROGATE_ESCAPE.search(document) is None:
+        return document
+    try:
+        return json.dumps(_strings_for_model(json.loads(document)), ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the interpreter goes
+        return document
 
 
 def check_storable(text: Any, *, what: str) -> str:
