@@ -91,9 +91,9 @@ class GraphTools:
 
     def _embedding_model(self) -> Embedder:
         if self._embedder is None:
-            from amalfa._model_choice import embedder_for
+            from amalfa._model_choice import embedder_for_database
 
-            self._embedder = embedder_for(self.settings, self.db.recorded_model())
+            self._embedder = embedder_for_database(self.settings, self.db)
         return self._embedder
 
     def _cached(self, tool: str, content: str) -> str:

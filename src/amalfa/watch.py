@@ -214,9 +214,9 @@ class Watcher:
 
     def _embedding_model(self, db: ResonanceDB) -> Embedder:
         if self._embedder is None:
-            from amalfa._model_choice import embedder_for
+            from amalfa._model_choice import embedder_for_database
 
-            self._embedder = embedder_for(self.settings, db.recorded_model())
+            self._embedder = embedder_for_database(self.settings, db)
         return self._embedder
 
     def sync(self, db: ResonanceDB, changes: list[tuple[str, str]]) -> WatchBatch:
