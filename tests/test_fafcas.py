@@ -360,3 +360,38 @@ def test_load_matrix_notes_the_ids_of_skipped_rows(vector_table):
         conn.prepare("SELECT rowid, embedding FROM nodes ORDER BY rowid"), out,
         np.empty(500, np.int64), skipped_ids=noted)
     assert (filled, skipped) == (498, 2) and noted[:2].tolist() == [3, 7]
+
+
+# -- int8 -----------------------------------------------------------------------------------------
+
+
+def test_int8_codes_round_trip_within_half_a_step_and_scan_ranks_like_fp32():
+    m = unit_rows(2000, 64)
+    m[7] = 0.0  # a zero row: scale 0, scores 0
+    m[9, 3] = np.nan  # a non-finite row: scale NaN, never ranks
+    codes, scales = np.empty(m.shape, np.int8), np.empty(len(m), np.float32)
+    kernels.quantize_rows(m, codes, scales)
+    assert scales[7] == 0 and np.isnan(scales[9]) and not codes[9].any()
+    good = np.isfinite(scales) & (scales > 0)
+    error = np.abs(codes[good] * scales[good, None] - m[good])
+    assert (error <= scales[good, None] * 0.5 + 1e-7).all()
+    assert (np.abs(codes).max(axis=1)[good] == 127).all()
+    q = m[11].copy()
+    q_codes, q_scale = kernels.quantize_query(q)
+    scores, index = kernels.topk_int8(codes, scales, q_codes, q_scale, 50)
+    assert index[0] == 11 and 9 not in index.tolist()
+    exact = np.nan_to_num(m.astype(np.float64) @ q, nan=-9)
+    assert len(set(index[:10].tolist()) & set(np.argsort(-exact)[:10].tolist())) >= 9
+    assert np.all(np.diff(scores) <= 0)
+    two = kernels.topk_int8(codes, scales, q_codes, q_scale, 50, -np.inf, 2)
+    np.testing.assert_array_equal(two[1], index)  # threads do not change the answer
+
+
+def test_int8_kernels_check_their_inputs():
+    codes, scales = np.zeros((4, 8), np.int8), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="dimension 6; the matrix holds 8-d"):
+        kernels.topk_int8(codes, scales, np.zeros(6, np.int8), 1.0, 2)
+    with pytest.raises(ValueError, match="3 scales for 4 rows"):
+        kernels.topk_int8(codes, scales[:3], np.zeros(8, np.int8), 1.0, 2)
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.quantize_rows(np.ones((4, 8), np.float32), np.zeros((3, 8), np.int8), scales)

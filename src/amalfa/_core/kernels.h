@@ -260,14 +260,13 @@ static void amalfa_scan_rows_i8(const int8_t *restrict matrix, const float *rest
  * whose codes are then zero). */
 static float amalfa_quantize_row(const float *restrict src, int8_t *restrict dst, ptrdiff_t d)
 {
-    float amax = 0.0f;
+    float amax = 0.0f, probe = 0.0f;
     for (ptrdiff_t i = 0; i < d; i++) {
         float a = fabsf(src[i]);
-        if (!(a <= amax)) { /* also true for NaN: caught below */
-            amax = a;
-        }
+        amax = a > amax ? a : amax;
+        probe += src[i] * 0.0f; /* NaN or inf anywhere makes the probe NaN */
     }
-    if (!isfinite(amax)) {
+    if (probe != 0.0f || !isfinite(amax)) {
         for (ptrdiff_t i = 0; i < d; i++) dst[i] = 0;
         return NAN;
     }
