@@ -364,7 +364,6 @@ def test_a_lone_surrogate_in_a_batch_is_refused_by_field_and_nothing_is_written(
 # -- the Python API: vectors ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.vectors", strict=False)
 @FEW
 @given(text=TEXT, limit=INTS)
 def test_vector_search_takes_any_query_and_range_checks_the_limit(
@@ -385,7 +384,6 @@ def test_vector_search_takes_any_query_and_range_checks_the_limit(
     _assert_healthy(db, seeds)
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.vectors", strict=False)
 @FEW
 @given(node_id=NONEMPTY_TEXT, domain=TEXT, kind=TEXT)
 def test_vector_writes_and_filters_take_any_text(graph, node_id: str, domain: str,

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa.errors import ModelError, ModelMismatchError
+from amalfa.limits import BATCH_SIZE
 from amalfa.models._runtime import (
     MAX_BATCH_TOKENS,
     TOKENIZE_CHUNK,
@@ -77,6 +78,7 @@ from amalfa.models.registry import (
     find_spec,
     loose_name,
 )
+from amalfa.text_rules import for_model_all
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
@@ -358,7 +360,11 @@ class Embedder:
     # -- embedding --
 
     def embed(self, text: str) -> Matrix:
-        """One text -> a FAFCAS vector of shape (d,)."""
+        """One text -> a FAFCAS vector of shape (d,).
+
+        Any str is accepted: lone surrogates become U+FFFD first (:func:`amalfa.text_rules.
+        for_model`), so ``embed("\\ud800") == embed("\\ufffd")``.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str; got {type(text).__name__}")
         return self.embed_batch([text])[0]
@@ -367,12 +373,10 @@ class Embedder:
         """Texts -> FAFCAS vectors of shape (n, d) in input order; (0, d) for no texts."""
         if isinstance(texts, str):
             raise TypeError("embed_batch takes a sequence of texts; use embed() for one text")
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be a str; got {type(text).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        # amalfa.text_rules: lone surrogates -> U+FFFD (TypeError naming texts[i] for a non-str);
+        # amalfa.limits: the batch size in range before it sizes anything
+        texts = for_model_all(texts)
+        batch_size = BATCH_SIZE.check(batch_size, "batch_size")
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         if self.use_daemon and self._run is None and len(texts) <= DAEMON_MAX_TEXTS:

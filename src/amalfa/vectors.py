@@ -54,6 +54,8 @@ import numpy.typing as npt
 from amalfa._core import fafcas as kernels
 from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
+from amalfa.limits import RESULTS
+from amalfa.text_rules import check_storable
 from amalfa.vector_scans import gemm_top_k, int8_top_k
 from amalfa.vector_snapshot import peek_seq, read_snapshot, snapshot_path, write_snapshot
 
@@ -162,6 +164,7 @@ class VectorEngine:
         """Store ``vector`` (normalised to FAFCAS) as the embedding of an existing node."""
         if not isinstance(node_id, str) or not node_id:
             raise ValueError("id must be a non-empty string")
+        check_storable(node_id, what="node id")
         arr = to_fafcas(vector)
         if arr.ndim != 1:
             raise ValueError(f"embedding must be 1-D; got shape {arr.shape}")
@@ -561,6 +564,9 @@ class VectorEngine:
         """Top-k straight over the BLOB rows in SQLite: (scores, rowids), best first."""
         self._nodes_only("scan_sqlite")
         limit = _check_limit(limit)
+        for name, value in (("domain", domain), ("type", type)):
+            if value is not None:  # a filter SQLite cannot store matches nothing: say so
+                check_storable(value, what=name)
         query = as_query(vector, self.db.dimensions)
         scores, rowids, skipped = self.db.scan_node_vectors(query, limit, domain=domain,
                                                             type=type, threshold=threshold)
@@ -587,15 +593,15 @@ class VectorEngine:
 
 
 def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise TypeError(f"limit must be an integer, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    return int(limit)
+    # amalfa.limits: 1..2**31 - 1, checked before the kernels' Py_ssize_t sees it
+    return RESULTS.check(limit, "limit")
 
 
 def _check_threshold(threshold: float) -> float:
-    value = float(threshold)
+    try:
+        value = float(threshold)
+    except OverflowError:  # an int beyond float's range: a bound nothing (or all) passes
+        value = math.inf if threshold > 0 else -math.inf
     if math.isnan(value):
         raise ValueError("threshold is NaN")
     return value
