@@ -53,6 +53,7 @@ from amalfa.embedder import (
     embedded_package_paths,
     load_tokenizer,
 )
+from amalfa.models.quality import knn_overlap
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "minilm"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -211,17 +212,6 @@ def daemon_numbers(threads: int, runs: int, sentence: str) -> dict[str, float]:
         finally:
             daemon.stop(root=root)
     return results
-
-
-def knn_overlap(vectors: np.ndarray, reference: np.ndarray, k: int = 10) -> float:
-    """Mean share of each text's k nearest neighbours (cosine) that both sets agree on."""
-    def neighbours(m: np.ndarray) -> np.ndarray:
-        sims = m @ m.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
-
-    ours, theirs = neighbours(vectors), neighbours(reference)
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs)]))
 
 
 # --- retrieval and ingest, once per precision ---------------------------------------------------

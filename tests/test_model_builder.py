@@ -25,6 +25,7 @@ from amalfa.db import ResonanceDB
 from amalfa.embedder import DEFAULT_MODEL, Embedder, bundled_tokenizer_path
 from amalfa.errors import ModelMismatchError
 from amalfa.models import builder
+from amalfa.models.quality import knn_overlap
 from amalfa.settings import Settings
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "minilm"
@@ -63,17 +64,6 @@ def model_folder(tmp_path: Path) -> Path:
     assert tokenizer is not None
     shutil.copyfile(tokenizer, folder / "tokenizer.json")
     return folder
-
-
-def knn_overlap(vectors: np.ndarray, expected: np.ndarray, k: int = 10) -> float:
-    """Mean share of each text's k nearest neighbours (by cosine) that both sets agree on."""
-    def neighbours(m: np.ndarray) -> np.ndarray:
-        sims = m @ m.T
-        np.fill_diagonal(sims, -np.inf)
-        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
-
-    ours, theirs = neighbours(vectors), neighbours(expected)
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ours, theirs)]))
 
 
 def cache_files(cache: Path) -> list[str]:
@@ -358,3 +348,20 @@ def test_doctor_reports_the_model_graph(tmp_path: Path, monkeypatch) -> None:
     Path(after["path"]).write_bytes(b"damaged")
     damaged = graph_check()
     assert (damaged["status"], damaged["state"]) == ("warn", "corrupt")
+
+
+def test_quality_measures() -> None:
+    from amalfa.models.quality import least_cosine
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 16)).astype(np.float32)
+    assert least_cosine(vectors, vectors * 2.0) == pytest.approx(1.0)
+    assert knn_overlap(vectors, vectors, k=5) == 1.0
+    shuffled = vectors[rng.permutation(50)]  # the same points, other texts: neighbours differ
+    assert knn_overlap(vectors, shuffled, k=5) < 0.5
+    broken = vectors.copy()
+    broken[7, 0] = np.nan
+    assert least_cosine(broken, vectors) == float("-inf")
+    flipped = vectors.copy()
+    flipped[3] *= -1
+    assert least_cosine(flipped, vectors) == pytest.approx(-1.0)

@@ -9,7 +9,9 @@
   :class:`~amalfa.reranker.Reranker` share;
 - :mod:`amalfa.models.graph`: the graph rewrites (constant folding, attention fusion, int8);
 - :mod:`amalfa.models.builder`: the optimised graph built on the user's machine, cached, and
-  checked by a parity probe before use.
+  checked by a parity probe before use;
+- :mod:`amalfa.models.quality`: the least cosine and the k-nearest-neighbour overlap between
+  two sets of vectors, the measures every precision is judged by.
 
 Nothing here imports onnxruntime, onnx or tokenizers at import time: they load with the first
 model.

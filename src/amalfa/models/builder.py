@@ -38,6 +38,7 @@ import numpy as np
 
 from amalfa.errors import ModelError
 from amalfa.models.files import sha256_file
+from amalfa.models.quality import least_cosine
 from amalfa.models.registry import Precision, check_precision
 
 __all__ = ["BUILDER_VERSION", "PROBE_MIN_COSINE", "PROBE_TEXTS", "BuiltGraph", "build_graph",
@@ -164,10 +165,7 @@ def _probe(source: Path, built: bytes, vectors_of: VectorsOf, threads: int) -> f
     except ModelError as exc:
         log.warning("the built model graph does not run: %s", exc)
         return float("-inf")
-    a = expected / np.linalg.norm(expected, axis=1, keepdims=True)
-    b = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
-    cosines = np.sum(a * b, axis=1)
-    return float(np.min(cosines)) if np.isfinite(cosines).all() else float("-inf")
+    return least_cosine(candidate, expected)
 
 
 def build_session_from_bytes(data: bytes, threads: int) -> Any:
