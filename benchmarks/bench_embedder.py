@@ -2,8 +2,10 @@
 
     pytest benchmarks/bench_embedder.py --benchmark-columns=median,iqr,ops
 
-Texts/s = texts per call / median time. The side-by-side comparison with fastembed and
-sentence-transformers is ``benchmarks/compare_embedder.py``.
+Texts/s = texts per call / median time. ``test_graphs`` runs the reference texts and the short
+sentences through each graph: the source file as shipped, the fp32 graph amalfa builds on this
+machine and the int8 one (built into a temporary cache before timing). The side-by-side
+comparison with fastembed and sentence-transformers is ``benchmarks/compare_embedder.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,26 @@ def server(embedder: Embedder) -> Iterator[DaemonServer]:
         yield srv
         srv.shutdown()
         thread.join()
+
+
+GRAPHS = {"source": {"optimize": False}, "fp32": {}, "int8": {"precision": "int8"}}
+
+
+@pytest.fixture(scope="module", params=list(GRAPHS))
+def graph_embedder(request, texts: list[str], tmp_path_factory) -> Iterator[Embedder]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("model-cache")))
+        local = Embedder(use_daemon=False, **GRAPHS[request.param])
+        local.embed_batch(texts)  # build, load and warm up
+        yield local
+
+
+@pytest.mark.parametrize("which", ["reference", "short"])
+def test_graphs(benchmark, graph_embedder: Embedder, texts: list[str], short: list[str],
+                which: str) -> None:
+    batch = texts if which == "reference" else short
+    benchmark.extra_info["texts"] = len(batch)
+    benchmark.pedantic(graph_embedder.embed_batch, args=(batch,), rounds=5, warmup_rounds=1)
 
 
 def test_reference_texts(benchmark, embedder: Embedder, texts: list[str]) -> None:
