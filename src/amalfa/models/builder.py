@@ -227,17 +227,17 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 graph_path = Path(temp)
-    worst = record.get("probe_min_cosine")
+    least = record.get("probe_min_cosine")
     if not record.get("probe_passed"):
         reason = (f"the optimised {precision} graph of {source} failed its parity probe (least "
-                  f"cosine {worst} < {record.get('probe_threshold')}); running the source graph")
+                  f"cosine {least} < {record.get('probe_threshold')}); running the source graph")
         warnings.warn(reason, RuntimeWarning, stacklevel=3)
         return BuiltGraph(path=source, precision=precision, key=key, optimized=False,
                           from_cache=from_cache, fused=dict(record.get("fused") or {}),
-                          probe_min_cosine=worst, reason=reason)
+                          probe_min_cosine=least, reason=reason)
     return BuiltGraph(path=graph_path, precision=precision, key=key, optimized=True,
                       from_cache=from_cache, fused=dict(record.get("fused") or {}),
-                      probe_min_cosine=worst)
+                      probe_min_cosine=least)
 
 
 def graph_status(source: Path, precision: str, *,

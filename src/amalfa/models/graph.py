@@ -289,9 +289,10 @@ def quantize_int8(model: Any) -> int:
 
     graph = model.graph
     constants = {init.name: init for init in graph.initializer}
-    shared = {"127": np.array(127.0, np.float32), "128": np.array(128.0, np.float32),
-              "0": np.array(0.0, np.float32), "255": np.array(255.0, np.float32),
-              "tiny": np.array(1e-8, np.float32), "zero_point": np.array(128, np.uint8)}
+    shared: dict[str, np.ndarray] = {
+        "127": np.array(127.0, np.float32), "128": np.array(128.0, np.float32),
+        "0": np.array(0.0, np.float32), "255": np.array(255.0, np.float32),
+        "tiny": np.array(1e-8, np.float32), "zero_point": np.array(128, np.uint8)}
     graph.initializer.extend(_initializer(value, f"amalfa_q_{name}")
                              for name, value in shared.items())
     quantised_inputs: dict[str, tuple[str, str]] = {}
