@@ -5,12 +5,13 @@ One module per step, each usable on its own:
 * :mod:`~amalfa.ingest.discover` finds the files (folders, globs, excludes);
 * :mod:`~amalfa.ingest.frontmatter` reads the ``---`` block with a strict YAML loader;
 * :mod:`~amalfa.ingest.documents` turns one file into a :class:`ParsedDocument` (id, title,
-  summary, meta), with :mod:`~amalfa.ingest.text` for titles and lead paragraphs;
+  summary, meta), with :mod:`~amalfa.ingest.text` for titles and lead paragraphs (and
+  :mod:`~amalfa.ingest.notices` for the warning every step gives);
 * :mod:`~amalfa.ingest.markdown` parses the body into blocks (markdown-it-py) and
   :mod:`~amalfa.ingest.passages` packs them into heading-aware, token-sized passages;
 * :mod:`~amalfa.ingest.links` resolves Markdown links and wikilinks into edges;
-* :mod:`~amalfa.ingest.pipeline` runs them all against a database and an embedder, and
-  :mod:`~amalfa.ingest.bookkeeping` records a run in the stats, run log and baseline.
+* :mod:`~amalfa.ingest.pipeline` runs them all against a database and an embedder (what a
+  run leaves is recorded by :func:`amalfa.stats.record_ingest_run`).
 
 The parse layer touches neither the database nor the model, so the rules of ingestion can be
 tested on their own. Every public name is re-exported here: ``from amalfa.ingest import ingest``.
