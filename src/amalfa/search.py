@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from amalfa.errors import InputError
 from amalfa.ingest.pipeline import recorded_model, recorded_root
 from amalfa.text_rules import check_storable, for_model
 from amalfa.vectors import _check_limit
@@ -200,9 +201,9 @@ class SearchEngine:
         """The ``limit`` best documents for ``text``, each with its best passage.
 
         ``raw_query`` hands ``text`` to FTS5 as a query expression (its own syntax; a syntax
-        error raises ValueError naming it). ``domain``/``type`` keep only documents of that
-        domain or type. Raises ValueError for an unknown mode or an empty query, TypeError for
-        a non-integer limit.
+        error raises :class:`~amalfa.errors.InputError` naming it). ``domain``/``type`` keep only
+        documents of that domain or type. Raises InputError (a ValueError) for an unknown mode or
+        an empty query, TypeError for a non-integer limit.
         """
         return self.search_many([text], limit, mode=mode, rerank=rerank, raw_query=raw_query,
                                 domain=domain, type=type)[0]
@@ -214,13 +215,13 @@ class SearchEngine:
         """:meth:`search` for many queries, in order; their embeddings are made in one batch."""
         limit = _check_limit(limit)
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+            raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         queries = list(texts)
         for index, text in enumerate(queries):
             if not isinstance(text, str):
                 raise TypeError(f"query {index} must be a str, not {type(text).__name__}")
             if not text.strip():
-                raise ValueError(f"query {index} is empty")
+                raise InputError(f"query {index} is empty")
         # amalfa.text_rules: a query is made valid (lone surrogates -> U+FFFD) for the model and
         # FTS5; a filter is compared with stored text, so one SQLite cannot store is refused
         queries = [for_model(text) for text in queries]
@@ -230,7 +231,7 @@ class SearchEngine:
         if not queries:
             return []
         if not self.db.has_passages_table():
-            raise ValueError(f"the database at {self.db.path} has no passages table; open it "
+            raise InputError(f"the database at {self.db.path} has no passages table; open it "
                              "read-write once (or run `amalfa init`) to migrate it")
         vectors = None
         if mode != "keyword":
@@ -317,7 +318,7 @@ class SearchEngine:
         except DatabaseError as exc:
             if not raw_query:
                 raise
-            raise ValueError(f"the FTS5 query {text!r} is not valid: {exc}") from None
+            raise InputError(f"the FTS5 query {text!r} is not valid: {exc}") from None
 
     def _rerank(self, text: str, candidates: list[_Candidate]) -> list[_Candidate]:
         if not candidates:
