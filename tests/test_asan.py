@@ -22,7 +22,8 @@ import pytest
 pytestmark = [pytest.mark.asan, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-NATIVE_TESTS = ["tests/test_fafcas.py", "tests/test_connection.py", "tests/test_factory.py"]
+NATIVE_TESTS = ["tests/test_fafcas.py", "tests/test_connection.py", "tests/test_factory.py",
+                "tests/test_bulk_matrix.py"]
 
 
 def _asan_runtime() -> str | None:
