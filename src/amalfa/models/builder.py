@@ -47,7 +47,7 @@ __all__ = ["BUILDER_VERSION", "PROBE_MIN_COSINE", "PROBE_TEXTS", "BuiltGraph", "
 log = logging.getLogger(__name__)
 
 #: Part of every cache key: bump it when the rewrites change, so old entries are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 #: The least cosine between source and built vectors, per probe text, for the graph to be used.
 PROBE_MIN_COSINE: dict[str, float] = {"fp32": 0.9999, "int8": 0.99}
 #: Fixed probe texts of different lengths: embedded together, so padding and the mask count.

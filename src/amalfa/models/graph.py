@@ -290,8 +290,8 @@ def quantize_int8(model: Any) -> int:
     graph = model.graph
     constants = {init.name: init for init in graph.initializer}
     shared: dict[str, np.ndarray] = {
-        "127": np.array(127.0, np.float32), "128": np.array(128.0, np.float32),
-        "0": np.array(0.0, np.float32), "255": np.array(255.0, np.float32),
+        "127": np.array(127.0, np.float32), "128.5": np.array(128.5, np.float32),
+        "0": np.array(0.0, np.float32), "255.49": np.array(255.49, np.float32),
         "tiny": np.array(1e-8, np.float32), "zero_point": np.array(128, np.uint8)}
     graph.initializer.extend(_initializer(value, f"amalfa_q_{name}")
                              for name, value in shared.items())
@@ -310,15 +310,17 @@ def quantize_int8(model: Any) -> int:
         new: list[Any] = []
         if x not in quantised_inputs:  # one per-token quantisation per activation tensor
             q = f"{name}_x"
+            # x * (127 / max|row|) + 128.5, truncated by the Cast: round half up to [1, 255]
+            # (the Cast to uint8 truncates; a Round would be one more pass over the tensor)
             new += [
                 helper.make_node("Abs", [x], [q + "_abs"]),
                 helper.make_node("ReduceMax", [q + "_abs"], [q + "_max"], keepdims=1, axes=[-1]),
                 helper.make_node("Max", [q + "_max", "amalfa_q_tiny"], [q + "_range"]),
                 helper.make_node("Div", [q + "_range", "amalfa_q_127"], [q + "_scale"]),
-                helper.make_node("Div", [x, q + "_scale"], [q + "_scaled"]),
-                helper.make_node("Round", [q + "_scaled"], [q + "_rounded"]),
-                helper.make_node("Add", [q + "_rounded", "amalfa_q_128"], [q + "_shifted"]),
-                helper.make_node("Clip", [q + "_shifted", "amalfa_q_0", "amalfa_q_255"],
+                helper.make_node("Div", ["amalfa_q_127", q + "_range"], [q + "_inverse"]),
+                helper.make_node("Mul", [x, q + "_inverse"], [q + "_scaled"]),
+                helper.make_node("Add", [q + "_scaled", "amalfa_q_128.5"], [q + "_shifted"]),
+                helper.make_node("Clip", [q + "_shifted", "amalfa_q_0", "amalfa_q_255.49"],
                                  [q + "_clipped"]),
                 helper.make_node("Cast", [q + "_clipped"], [q + "_u8"], to=TensorProto.UINT8),
             ]
