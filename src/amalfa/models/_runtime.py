@@ -21,7 +21,7 @@ import numpy as np
 
 from amalfa.errors import ModelError
 
-__all__ = ["MAX_BATCH_TOKENS", "TOKENIZE_CHUNK", "build_session", "default_threads",
+__all__ = ["DISABLED_OPTIMIZERS", "MAX_BATCH_TOKENS", "TOKENIZE_CHUNK", "build_session", "default_threads",
            "encode_arrays", "encode_batch", "graph_inputs", "length_sorted_batches",
            "load_tokenizer", "ort_errors"]
 
@@ -33,6 +33,10 @@ MAX_BATCH_TOKENS = 512
 TOKENIZE_CHUNK = 4096
 
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: onnxruntime fusions the sessions leave out: SkipLayerNormalization's CPU kernel took 22% of the
+#: fused MiniLM graph's time where the Add and LayerNormalization it replaces take 4%
+#: (onnxruntime 1.32, profiled on the reference texts; see amalfa.models.graph).
+DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def default_threads() -> int:
@@ -52,8 +56,9 @@ def ort_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 
-def build_session(onnx_path: Path, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with explicit options; ModelError when the graph won't load."""
+def build_session(onnx_path: Path | bytes, *, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with explicit options over a graph file (or a graph held in
+    memory: the builder's parity probe); ModelError when the graph won't load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -62,11 +67,14 @@ def build_session(onnx_path: Path, *, threads: int | None = None) -> Any:
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only; the cast/fold notices of int8 exports are noise
+    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+    what = "the built graph" if isinstance(onnx_path, bytes) else onnx_path
     try:
-        return ort.InferenceSession(str(onnx_path), sess_options=options,
-                                    providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options,
+                                    providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=DISABLED_OPTIMIZERS)
     except ort_errors() as exc:
-        raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+        raise ModelError(f"onnxruntime cannot load {what}: {exc}") from None
 
 
 def load_tokenizer(*, path: Path | None = None, json_text: str | None = None,
