@@ -126,7 +126,7 @@ def read_snapshot(path: Path, *, database_id: str, source: str, dim: int,
             capacity = snap.n + spare_rows
             rowids = np.empty(capacity, np.int64)
             fd = handle.fileno()
-            _read_at(fd, memoryview(rowids[:snap.n]).cast("B"), snap.data_offset)
+            _read_at(fd, rowids[:snap.n].data.cast("B"), snap.data_offset)
             start = snap.data_offset + 8 * snap.n
             if snap.n * dim * 4 >= MAP_MIN_BYTES:
                 mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE,
@@ -137,7 +137,7 @@ def read_snapshot(path: Path, *, database_id: str, source: str, dim: int,
                                        offset=start).reshape(snap.n, dim)
             else:
                 matrix = np.empty((capacity, dim), np.float32)
-                _read_parallel(fd, memoryview(matrix[:snap.n]).cast("B"), start)
+                _read_parallel(fd, matrix[:snap.n].data.cast("B"), start)
             return snap, rowids, matrix
     except (OSError, EOFError):
         return None

@@ -427,7 +427,7 @@ class VectorEngine:
         kernels.quantize_rows(self._matrix, self._codes, self._scales, 0, self._n)
 
     def _quantize_slots(self, slots: npt.NDArray[np.intp]) -> None:
-        if self._codes is None:
+        if self._codes is None or self._matrix is None:
             return
         for slot in slots.tolist():
             kernels.quantize_rows(self._matrix, self._codes, self._scales, slot, slot + 1)

@@ -11,6 +11,9 @@ handed out (``sqlite_sequence``, which pruning does not lower), ``oldest`` the o
 A reader that remembers seq S can catch up from the log when ``oldest <= S + 1``; otherwise
 entries it needed were pruned and it reloads.
 
+The write side is the bulk path, :meth:`VectorStore.insert_nodes_matrix`: node fields plus one
+(N, d) matrix, normalised a chunk at a time in C and bound row by row from the matrix by a C loop.
+
 Table names are never taken from callers: ``source`` must be one of :data:`VECTOR_SOURCES`.
 """
 
@@ -149,8 +152,13 @@ class VectorStore:
         """(``PRAGMA data_version``, this connection's total changes): equal pairs mean nothing
         was committed by anyone in between (other connections move the first, ours the second)."""
         conn = self._conn
-        (version,) = conn.prepare("PRAGMA data_version").first()
-        return int(version), conn.total_changes
+        return int(self._single("PRAGMA data_version")[0]), conn.total_changes
+
+    def _single(self, sql: str) -> tuple[Any, ...]:
+        """The one row of a statement that always returns one (an aggregate, a pragma)."""
+        row = self._conn.prepare(sql).first()
+        assert row is not None, sql
+        return row
 
     def database_id(self) -> str | None:
         """The random id migration 0004 gave this database (None before it): caches kept beside
@@ -167,17 +175,17 @@ class VectorStore:
         """(head, oldest): the last seq handed out (0 if none) and the oldest kept (None: empty)."""
         row = self._conn.prepare(_LOG_HEAD).first()
         head = int(row[0]) if row is not None and row[0] is not None else 0
-        (oldest,) = self._conn.prepare(_LOG_OLDEST).first()
+        (oldest,) = self._single(_LOG_OLDEST)
         return head, None if oldest is None else int(oldest)
 
     def vector_row_bound(self, source: str, dimensions: int) -> int:
         """An upper bound on the rows of ``source`` with a ``dimensions``-d embedding, in O(log n):
         no more than the rowid span, and no more than the database's bytes over the vector size."""
-        low, high = self._conn.prepare(_SQL[source]["rowid_span"]).first()
+        low, high = self._single(_SQL[source]["rowid_span"])
         if low is None:
             return 0
-        (pages,) = self._conn.prepare("PRAGMA page_count").first()
-        (page_size,) = self._conn.prepare("PRAGMA page_size").first()
+        (pages,) = self._single("PRAGMA page_count")
+        (page_size,) = self._single("PRAGMA page_size")
         by_bytes = int(pages) * int(page_size) // (4 * dimensions) + 1
         return max(0, min(int(high) - int(low) + 1, by_bytes))
 
