@@ -446,3 +446,12 @@ def test_backup_onto_a_locked_target_raises_and_leaves_the_target_whole(tmp_path
     assert holder.execute("SELECT name FROM sqlite_schema") == [("keep",)]
     holder.close()
     source.close()
+
+
+def test_exception_table_maps_abort_and_nomem_to_their_own_classes():
+    """The Python-side table agrees with the compiled core: code 4 (and its extended codes) is an
+    AbortError, code 7 a NoMemError, and code 9 stays the interrupt."""
+    assert type(errors.exception_for(4, "x")) is errors.AbortError
+    assert type(errors.exception_for(4 | (2 << 8), "x")) is errors.AbortError  # ABORT_ROLLBACK
+    assert isinstance(errors.exception_for(7, "x"), MemoryError)
+    assert type(errors.exception_for(9, "x")) is errors.InterruptError

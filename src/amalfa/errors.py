@@ -226,12 +226,27 @@ class CommandError(AmalfaError):
         self.status = status
 
 
+class AbortError(DatabaseError):
+    """SQLITE_ABORT: a statement cut off, e.g. a read whose transaction a ROLLBACK undid
+    (SQLITE_ABORT_ROLLBACK). Not an interrupt: nobody asked the statement to stop.
+    """
+
+
+class NoMemError(DatabaseError, MemoryError):
+    """SQLITE_NOMEM: SQLite could not allocate memory (raised by the compiled core for code 7,
+    a scan included: it stops with this rather than return partial results)."""
+
+
+__all__ += ["AbortError", "NoMemError"]
+
+
 # SQLite primary result codes -> classes. Codes not listed map to DatabaseError.
 _BY_RESULT: dict[int, type[DatabaseError]] = {
     3: AuthorizationError,  # SQLITE_PERM
-    4: InterruptError,  # SQLITE_ABORT
+    4: AbortError,
     5: BusyError,
     6: LockedError,
+    7: NoMemError,
     9: InterruptError,
     8: ReadOnlyError,
     10: DiskIOError,
@@ -330,18 +345,3 @@ class WatcherRunningError(AmalfaError):
 
 
 __all__ += ["NodeNotFoundError", "SourceReadError", "WatcherRunningError"]
-
-
-class AbortError(DatabaseError):
-    """SQLITE_ABORT: a statement cut off, e.g. a read whose transaction a ROLLBACK undid
-    (SQLITE_ABORT_ROLLBACK). Not an interrupt: nobody asked the statement to stop. Raised by
-    the compiled core for code 4 (``exception_for``'s table still maps 4 to InterruptError).
-    """
-
-
-class NoMemError(DatabaseError, MemoryError):
-    """SQLITE_NOMEM: SQLite could not allocate memory (raised by the compiled core for code 7,
-    a scan included: it stops with this rather than return partial results)."""
-
-
-__all__ += ["AbortError", "NoMemError"]

@@ -72,7 +72,7 @@ def to_blob(vec: Any) -> memoryview:
     arr = to_fafcas(vec)
     if arr.ndim != 1:
         raise ValueError(f"to_blob takes one vector; got shape {arr.shape}")
-    return memoryview(arr).cast("B")
+    return arr.data.cast("B")
 
 
 def from_blob(blob: bytes | memoryview, dim: int | None = None) -> Vector:
