@@ -214,6 +214,21 @@ def daemon_numbers(threads: int, runs: int, sentence: str) -> dict[str, float]:
     return results
 
 
+def cpu_ms_per_text(peers: dict[str, Embed], sets: dict[str, list[str]],
+                    rounds: int) -> dict[str, dict[str, float]]:
+    """CPU milliseconds per text of this process (median over rounds, peers interleaved): on a
+    machine others are using, wall time measures them too; CPU time measures the work. Run it
+    with one thread per peer (``--cpu``), so no idle worker thread spins on the clock."""
+    samples: dict[str, dict[str, list[float]]] = {p: {k: [] for k in sets} for p in peers}
+    for _ in range(rounds):
+        for name, embed in peers.items():
+            for kind, texts in sets.items():
+                started = time.process_time()
+                embed(texts)
+                samples[name][kind].append(1000 * (time.process_time() - started) / len(texts))
+    return {p: {k: statistics.median(v) for k, v in kinds.items()} for p, kinds in samples.items()}
+
+
 # --- retrieval and ingest, once per precision ---------------------------------------------------
 
 
@@ -286,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="recall@5 per search mode for fp32 and int8 (bench_retrieval)")
     parser.add_argument("--ingest", type=int, default=0, metavar="FILES",
                         help="ingest this many generated files with each precision")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also CPU ms per text with one thread per peer (robust to a busy "
+                             "machine)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="amalfa-bench-"))
@@ -369,6 +387,19 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"threads": threads, "rounds": args.rounds, "peers": rows,
                               "samples": samples}
+    if args.cpu:
+        one_thread = {"amalfa source graph": amalfa_peer(1, optimize=False),
+                      "amalfa fp32": amalfa_peer(1),
+                      "amalfa int8": amalfa_peer(1, precision="int8")}
+        peer = fastembed_peer(onnx_folder(work, "source", source), 1)
+        if peer:
+            one_thread["fastembed"] = peer
+        cpu = result["cpu_ms_per_text"] = cpu_ms_per_text(
+            one_thread, {"long": texts, "short": short}, args.rounds)
+        print("\nCPU ms per text, 1 thread (texts per CPU second):")
+        for name, row in cpu.items():
+            print(f"  {name:22s} long {row['long']:6.2f} ({1000 / row['long']:6.1f})   short "
+                  f"{row['short']:6.2f} ({1000 / row['short']:6.1f})")
     if args.retrieval:
         figures = result["retrieval"] = retrieval_by_precision(threads)
         print(f"\nretrieval benchmark: {figures['documents']} documents, {figures['queries']} "
