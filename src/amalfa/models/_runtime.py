@@ -22,8 +22,8 @@ import numpy as np
 from amalfa.errors import ModelError
 
 __all__ = ["DISABLED_OPTIMIZERS", "MAX_BATCH_TOKENS", "TOKENIZE_CHUNK", "build_session",
-           "default_threads", "encode_arrays", "encode_batch", "graph_inputs", "length_sorted_batches",
-           "load_tokenizer", "ort_errors"]
+           "default_threads", "encode_arrays", "encode_batch", "graph_inputs",
+           "length_sorted_batches", "load_tokenizer", "ort_errors"]
 
 #: Padded tokens per onnxruntime run. Measured on a 2-core machine with all-MiniLM-L6-v2: runs
 #: of 256-512 tokens are fastest per text; from ~1000 tokens on (32 texts of 30 tokens) each text
