@@ -191,7 +191,7 @@ def test_lock_is_exclusive_within_one_process(tmp_path: Path) -> None:
 
 def test_bad_options_are_usage_errors(project: Path) -> None:
     for args, words in ((["--events", "created"], "unknown kind"),
-                        (["--debounce", "-5"], "--debounce must be 0 or more")):
+                        (["--debounce", "-5"], "--debounce: must be at least 0 (range 0..")):
         proc = subprocess.run([sys.executable, "-m", "amalfa", "watch", *args], cwd=project,
                               env=_env(project), capture_output=True, text=True,
                               timeout=DEADLINE, check=False)

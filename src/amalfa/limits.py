@@ -30,8 +30,10 @@ from amalfa.errors import OutOfRangeError
 
 __all__ = [
     "BATCH_SIZE",
+    "DEBOUNCE_MS",
     "DEPTH",
     "INT32_MAX",
+    "JSON_SAFE",
     "PORT",
     "RESULTS",
     "THREADS",
@@ -104,6 +106,11 @@ PORT = IntRange(0, 65535, "port")
 BATCH_SIZE = IntRange(1, 1_000_000, "items")
 #: Threads for onnxruntime or the kernels.
 THREADS = IntRange(1, 1024, "threads")
+#: How long a watcher groups file changes, in milliseconds: at most a day.
+DEBOUNCE_MS = IntRange(0, 86_400_000, "ms")
+#: Integers in the settings file: JSON's safe integers (2**53 - 1), which the TypeScript tools
+#: that share the file read exactly too.
+JSON_SAFE = IntRange(0, 2**53 - 1)
 
 
 def check_fraction(value: Any, what: str, *, low: float = 0.0, high: float = 1.0) -> float:

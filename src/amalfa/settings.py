@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from amalfa.errors import SettingsError
+from amalfa.limits import DEBOUNCE_MS, JSON_SAFE
 
 __all__ = [
     "SETTINGS_ENV_VAR",
@@ -215,7 +216,7 @@ def _refuse(key: str, expected: str, value: Any) -> SettingsError:
     return SettingsError(f"{key} must be {expected}, got {_show(value)}")
 
 
-def _integer(minimum: int) -> Converter:
+def _integer(minimum: int, maximum: int = JSON_SAFE.high) -> Converter:
     def convert(value: Any, key: str) -> int:
         # bool is an int subclass; true/false for a size is a mistake, not 1/0.
         if isinstance(value, bool):
@@ -224,6 +225,8 @@ def _integer(minimum: int) -> Converter:
             value = int(value)  # JSON writers sometimes emit 4096.0 or 1e3
         if not isinstance(value, int) or value < minimum:
             raise _refuse(key, f"an integer >= {minimum}", value)
+        if value > maximum:  # amalfa.limits: no number reaches C (or a timer) unchecked
+            raise _refuse(key, f"an integer in {minimum}..{maximum}", value)
         return value
 
     return convert
@@ -283,8 +286,8 @@ _SECTIONS: dict[str, tuple[str, type, _SectionSpec]] = {
         {
             "enabled": ("enabled", _boolean),
             # The original file calls it "debounce"; "debounceMs" is accepted as well.
-            "debounce": ("debounce_ms", _integer(0)),
-            "debounceMs": ("debounce_ms", _integer(0)),
+            "debounce": ("debounce_ms", _integer(0, DEBOUNCE_MS.high)),
+            "debounceMs": ("debounce_ms", _integer(0, DEBOUNCE_MS.high)),
             "notifications": ("notifications", _boolean),
         },
     ),

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amalfa.errors import AmalfaError, WatcherRunningError
+from amalfa.limits import DEBOUNCE_MS
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
@@ -157,10 +158,8 @@ class Watcher:
         self.root = Path(settings.root)
         self.db_path = Path(db_path) if db_path is not None else settings.database_path
         self.sources = list(settings.sources)
-        self.debounce_ms = settings.watch.debounce_ms if debounce_ms is None else debounce_ms
-        if isinstance(self.debounce_ms, bool) or not isinstance(self.debounce_ms, int) \
-                or self.debounce_ms < 0:
-            raise ValueError(f"debounce_ms must be an int >= 0, got {self.debounce_ms!r}")
+        self.debounce_ms = DEBOUNCE_MS.check(
+            settings.watch.debounce_ms if debounce_ms is None else debounce_ms, "debounce_ms")
         self.events = frozenset(events)
         unknown = self.events - set(EVENTS)
         if unknown or not self.events:

@@ -11,6 +11,7 @@ from amalfa.cli._errors import EXIT_OK, EXIT_USAGE
 from amalfa.cli._output import render_table
 from amalfa.cli._parsing import Commands, positive_int
 from amalfa.errors import CommandError
+from amalfa.limits import DEPTH
 
 if TYPE_CHECKING:
     from amalfa.db import Subgraph
@@ -27,8 +28,8 @@ def _depth(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be 0 or more (range {DEPTH}), got {value}")
+    return DEPTH.argparse()(text)  # amalfa.limits: the upper bound, with the range
 
 
 def add_expand_option(parser: argparse.ArgumentParser) -> None:

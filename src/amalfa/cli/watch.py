@@ -9,6 +9,7 @@ from amalfa.cli._errors import EXIT_OK, EXIT_USAGE
 from amalfa.cli._output import show_path
 from amalfa.cli._parsing import Commands
 from amalfa.errors import CommandError
+from amalfa.limits import DEBOUNCE_MS
 
 ORDER = 15
 
@@ -24,7 +25,7 @@ def register(commands: Commands) -> None:
         "and an editor's save-by-rename counts as one update. Each batch is logged in "
         ".amalfa/runs.jsonl. One watcher per database: a second one says the first is "
         "running. Stops cleanly on Ctrl-C or SIGTERM.", cmd_watch)
-    watch.add_argument("--debounce", type=int, default=None, metavar="MS",
+    watch.add_argument("--debounce", type=DEBOUNCE_MS.argparse(), default=None, metavar="MS",
                        help="group changes over at most MS milliseconds (default: the "
                             "settings' watch.debounce, 1000)")
     watch.add_argument("--events", default=",".join(_EVENTS), metavar="KINDS",
@@ -46,10 +47,6 @@ def cmd_watch(ctx: Context) -> int:
         raise CommandError(f"--events {args.events!r}: unknown kind(s) {', '.join(unknown)}"
                            if unknown else "--events is empty",
                            hint="use some of added,modified,deleted", status=EXIT_USAGE)
-    if args.debounce is not None and args.debounce < 0:
-        raise CommandError(f"--debounce must be 0 or more, got {args.debounce}",
-                           hint="--debounce 500 groups changes over half a second",
-                           status=EXIT_USAGE)
 
     def report(batch: WatchBatch) -> None:
         if ctx.json:
