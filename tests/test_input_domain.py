@@ -858,7 +858,6 @@ MCP_CALLS = st.one_of(
 )
 
 
-@pytest.mark.xfail(reason="issue 15: fix pending in amalfa.mcp_server", strict=False)
 @settings(DOMAIN, max_examples=25)
 @given(tool_call=MCP_CALLS)
 def test_every_mcp_tool_takes_any_argument(mcp_server: _McpServer, tool_call) -> None:

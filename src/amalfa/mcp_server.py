@@ -246,10 +246,41 @@ def serve(settings: Settings, *, db_path: str | Path | None = None, watch: bool 
             raise CommandError(f"no database at {path}", hint="run `amalfa init` first")
         with ResonanceDB(path, readonly=True) as db:
             tools = GraphTools(db, settings, scratchpad=Scratchpad(settings=settings))
+            _make_stdin_valid()
             build_server(tools).run("stdio")
     finally:
         if watcher is not None:
             watcher.stop()
+
+
+def _make_stdin_valid() -> None:
+    """Put a pipe on fd 0 that a thread fills with this process's stdin, line by line, each
+    JSON-RPC message made valid text first (:func:`amalfa.text_rules.json_for_model`).
+
+    The SDK parses messages with pydantic, which refuses a lone surrogate escape
+    (``"\\ud800"``, valid JSON) and then drops the request without an answer; made valid
+    (U+FFFD), the request is answered like any other: a query still searches, an id matches
+    nothing. Lines without a surrogate escape pass through as they are. The client closing
+    stdin closes the pipe, so the server ends as before.
+    """
+    import os
+
+    from amalfa.text_rules import json_for_model
+
+    source = os.fdopen(os.dup(0), "rb")
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 0)
+    os.close(read_end)
+
+    def pump() -> None:
+        with source, open(write_end, "wb", buffering=0) as sink:
+            for line in source:
+                if b"\\u" in line:
+                    line = json_for_model(line.decode("utf-8", "replace")).encode("utf-8")
+                    line = line if line.endswith(b"\n") else line + b"\n"
+                sink.write(line)
+
+    threading.Thread(target=pump, name="amalfa-mcp-stdin", daemon=True).start()
 
 
 class _WatchThread:
