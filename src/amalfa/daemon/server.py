@@ -27,6 +27,7 @@ from typing import Any
 
 from amalfa.embedder import DAEMON_MAX_TEXTS, Embedder
 from amalfa.errors import ModelError
+from amalfa.limits import INT32_MAX
 from amalfa.text_rules import printable
 
 __all__ = ["HOST", "MAX_BODY_BYTES", "MAX_TEXTS", "REQUEST_TIMEOUT_S", "DaemonServer",
@@ -204,9 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{len(documents)} documents; the limit is {MAX_TEXTS}")
         top_k, threshold = body.get("topK"), body.get("threshold")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or top_k < 0):
-            raise _RequestError(HTTPStatus.BAD_REQUEST,
-                                f'"topK" must be a non-negative integer, not {top_k!r}')
+                                  or not 0 <= top_k <= INT32_MAX):  # amalfa.limits
+            shown = top_k if not isinstance(top_k, int) or abs(top_k) < 10**30 else "too large"
+            raise _RequestError(HTTPStatus.BAD_REQUEST, f'"topK" must be a non-negative '
+                                f'integer (range 0..{INT32_MAX}), not {shown!r}')
         if threshold is not None and (isinstance(threshold, bool)
                                       or not isinstance(threshold, (int, float))
                                       or not 0 <= threshold <= 1):
