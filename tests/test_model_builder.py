@@ -366,3 +366,29 @@ def test_quality_measures() -> None:
     flipped = vectors.copy()
     flipped[3] *= -1
     assert least_cosine(flipped, vectors) == pytest.approx(-1.0)
+
+
+def test_a_source_graph_onnxruntime_cannot_run_is_a_clear_error(tmp_path: Path,
+                                                                 own_cache: Path) -> None:
+    """A valid ONNX file with an operator onnxruntime does not have: the builder rewrites what
+    it can (nothing here), and the error names onnxruntime and the file; nothing is cached."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from amalfa.errors import ModelError
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    tokenizer = bundled_tokenizer_path()
+    assert tokenizer is not None
+    shutil.copyfile(tokenizer, folder / "tokenizer.json")
+    node = helper.make_node("NoSuchOp", ["input_ids"], ["last_hidden_state"], domain="odd.ops")
+    graph = helper.make_graph(
+        [node], "odd", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 2])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [1, 2, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("odd.ops", 1)]),
+              str(folder / "model.onnx"))
+    with pytest.raises(ModelError, match="onnxruntime cannot load .*odd"):
+        Embedder(folder, use_daemon=False).embed("x")
+    assert not list(own_cache.glob("*.onnx"))

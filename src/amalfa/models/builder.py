@@ -187,7 +187,16 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
     record = _read_record(graph_path, record_path, key)
     from_cache = record is not None
     if record is None:
-        data, fused = build_graph(source, precision)
+        try:
+            data, fused = build_graph(source, precision)
+        except ModelError:
+            raise  # the source itself is unreadable: nothing to fall back to
+        except Exception as exc:  # noqa: BLE001 - a rewrite that trips on an unusual graph
+            reason = (f"cannot build the optimised {precision} graph of {source} "
+                      f"({type(exc).__name__}: {exc}); running the source graph")
+            warnings.warn(reason, RuntimeWarning, stacklevel=3)
+            return BuiltGraph(path=source, precision=precision, key=key, optimized=False,
+                              from_cache=False, fused={}, probe_min_cosine=None, reason=reason)
         worst = _probe(source, data, vectors_of, threads)
         passed = worst >= threshold
         record = {"key": key, "source": str(source), "source_sha256": sha,
