@@ -234,6 +234,22 @@ def test_paths_refuse_nul_and_keep_surrogate_escaped_bytes() -> None:
         check_path("abc\x00.db", what="--db")
 
 
+@FEW
+@given(name=TEXT)
+def test_a_database_path_opens_that_file_or_is_refused(tmp_path: Path, name: str) -> None:
+    """A NUL used to cut the name short in C (``a\\x00b.db`` created ``a``)."""
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    target = folder / f"db{name.replace('/', '_')}.db"
+    db, refused = call(ResonanceDB.create, target)
+    if refused is not None:
+        assert "database path: character" in str(refused)
+        assert "\x00" in name or first_surrogate(name) is not None, refused
+        assert list(folder.iterdir()) == []  # no other file made
+        return
+    db.close()
+    assert target.is_file()
+
+
 @DOMAIN
 @given(value=INTS)
 def test_int_ranges_accept_their_range_and_name_it_otherwise(value: int) -> None:

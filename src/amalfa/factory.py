@@ -26,6 +26,7 @@ from pathlib import Path
 
 from amalfa._core.connection import Connection, compile_options, sqlite_version
 from amalfa.errors import BusyError, CantOpenError, HealthCheckError
+from amalfa.text_rules import check_path
 
 __all__ = ["DatabaseFactory", "HealthReport", "sqlite_version", "compile_options", "Connection"]
 
@@ -66,7 +67,9 @@ class DatabaseFactory:
         ``readonly`` connections cannot write (writes raise :class:`amalfa.errors.ReadOnlyError`)
         and never change the journal mode; ``create=False`` makes a missing file an error.
         """
-        target = os.fspath(path)
+        # amalfa.text_rules: a NUL would cut the name short in C (another file opened); a name
+        # that is not UTF-8 cannot reach sqlite3_open_v2
+        target = check_path(os.fspath(path), what="database path", utf8=True)
         if not create and target != ":memory:" and not Path(target).exists():
             raise CantOpenError(f"database file does not exist: {target}", 14, 14)
         conn = Connection(target, readonly=readonly, create=create and not readonly)

@@ -159,11 +159,12 @@ def check_storable(text: Any, *, what: str) -> str:
     return text
 
 
-def check_path(path: Any, *, what: str = "path") -> Any:
+def check_path(path: Any, *, what: str = "path", utf8: bool = False) -> Any:
     """``path`` unchanged unless it holds a NUL, which no file system accepts (InputError).
 
     ``bytes`` and ``os.PathLike`` values are checked through their ``os.fspath`` form; lone
-    surrogates pass (they are ``surrogateescape``'s way of carrying non-UTF-8 file name bytes).
+    surrogates pass (they are ``surrogateescape``'s way of carrying non-UTF-8 file name bytes)
+    unless ``utf8``: SQLite takes file names as UTF-8, so a database path must be one.
     """
     import os
 
@@ -172,7 +173,12 @@ def check_path(path: Any, *, what: str = "path") -> Any:
     position = raw.find(nul)  # type: ignore[arg-type]
     if position >= 0:
         raise InputError(f"{what}: character {position} is NUL (U+0000); no file system accepts "
-                         f"it in a file name: {printable(os.fsdecode(raw))!r}")
+                         f"it in a file name: {os.fsdecode(raw)!r}")
+    if utf8 and isinstance(raw, str):
+        position = first_surrogate(raw)
+        if position is not None:
+            raise InputError(f"{what}: {_describe(raw, position)}; SQLite opens files by UTF-8 "
+                             f"names only (rename the file or a folder above it): {raw!r}")
     return path
 
 
