@@ -400,6 +400,16 @@ def test_vector_search_takes_any_query_and_range_checks_the_limit(
     _assert_healthy(db, seeds)
 
 
+@DOMAIN
+@given(threads=INTS)
+def test_thread_counts_are_range_checked(graph, threads: int) -> None:
+    db, seeds = graph
+    for build, bounds in ((lambda: Embedder(threads=threads, use_daemon=False), (1, 1024)),
+                          (lambda: VectorEngine(db, n_threads=threads), (0, 1024))):
+        _, refused = call(build)
+        assert (refused is None) == (bounds[0] <= threads <= bounds[1]), refused
+
+
 @FEW
 @given(node_id=NONEMPTY_TEXT, domain=TEXT, kind=TEXT)
 def test_vector_writes_and_filters_take_any_text(graph, node_id: str, domain: str,

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa.errors import ModelError, ModelMismatchError
-from amalfa.limits import BATCH_SIZE
+from amalfa.limits import BATCH_SIZE, THREADS
 from amalfa.models._runtime import (
     MAX_BATCH_TOKENS,
     TOKENIZE_CHUNK,
@@ -217,6 +217,8 @@ class Embedder:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ValueError(f"threads must be a positive integer; got {threads!r}")
+        if threads is not None:
+            threads = THREADS.check(threads, "threads")  # amalfa.limits: onnxruntime takes an int
         self._precision: Precision = check_precision(precision)
         if self._precision == "int8" and not optimize:
             raise ValueError("precision='int8' needs the built graph; optimize=False runs the "

@@ -54,7 +54,7 @@ import numpy.typing as npt
 from amalfa._core import fafcas as kernels
 from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
-from amalfa.limits import RESULTS
+from amalfa.limits import RESULTS, THREADS, IntRange
 from amalfa.text_rules import check_storable
 from amalfa.vector_scans import gemm_top_k, int8_top_k
 from amalfa.vector_snapshot import peek_seq, read_snapshot, snapshot_path, write_snapshot
@@ -128,7 +128,8 @@ class VectorEngine:
         self.precision = precision
         self._embedder = embedder
         self.cache_enabled = cache
-        self.n_threads = n_threads
+        # amalfa.limits: 0 (the core count) .. THREADS.high, before the kernels' C int sees it
+        self.n_threads = IntRange(0, THREADS.high).check(n_threads, "n_threads")
         self.last_skipped = 0  # rows with a BLOB of the wrong length (or NaN/inf) last time
         self.full_reloads = 0  # how many refreshes reloaded everything (for tests and benchmarks)
         self.snapshot_loads = 0  # how many times the matrix came from the snapshot file
