@@ -634,6 +634,19 @@ def test_search_command_takes_any_query_and_limit(cli_project: Path, query: str,
         assert status in (0, 1) or (status == 2 and not query.strip()), err
 
 
+@pytest.mark.parametrize("argv", [
+    ["search", "vectors", "--mode", "keyword"], ["search", "vectors", "--mode", "vector"],
+    ["search", "vectors"], ["related", "docs-seed-vectors"],
+    ["explore", "docs-seed-vectors", "--limit"]])
+def test_the_largest_valid_limit_works_in_every_mode(cli_project: Path, argv: list[str],
+                                                     capsys) -> None:
+    """Limits derived inside (5 x limit candidates, k + 1 neighbours) stay in range too."""
+    limit = [] if argv[-1] == "--limit" else ["-k"]
+    status, _, err = _run_cli([*argv, *limit, str(RESULTS.high), "--db",
+                               str(cli_project / "resonance.db")], capsys, cli_project)
+    assert status == 0, err
+
+
 @FEW
 @given(word=TEXT)
 def test_every_command_takes_any_text_argument(cli_project: Path, word: str, capsys) -> None:

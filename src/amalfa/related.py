@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from amalfa.errors import NodeNotFoundError
+from amalfa.limits import RESULTS
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
@@ -69,7 +70,7 @@ def related_nodes(db: ResonanceDB, node_id: str, k: int = 10, *,
         raise ValueError(f"node {node_id!r} has no embedding to compare with (it was stored "
                          "without one)")
     engine = engine if engine is not None else VectorEngine(db)
-    hits = engine.search_by_vector(node.embedding, k + 1)
+    hits = engine.search_by_vector(node.embedding, min(k + 1, RESULTS.high))  # + the node
     return [hit for hit in hits if hit.id != node_id][:k]
 
 

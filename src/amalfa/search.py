@@ -50,6 +50,7 @@ import numpy as np
 
 from amalfa.errors import InputError
 from amalfa.ingest.pipeline import recorded_model, recorded_root
+from amalfa.limits import RESULTS
 from amalfa.text_rules import check_storable, for_model
 from amalfa.vectors import _check_limit
 
@@ -236,7 +237,7 @@ class SearchEngine:
         vectors = None
         if mode != "keyword":
             vectors = self.embedder.embed_batch(queries)
-        depth = max(CANDIDATES, 5 * limit)
+        depth = min(max(CANDIDATES, 5 * limit), RESULTS.high)  # a valid limit, a valid depth
         wanted = _Filter(domain, type)
         out = []
         for index, text in enumerate(queries):
