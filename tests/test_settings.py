@@ -181,6 +181,18 @@ def test_watch_accepts_debounce_and_debounce_ms(tmp_path: Path) -> None:
     assert load_quietly(root=tmp_path).watch == WatchSettings(False, 400, False)
 
 
+def test_watch_events_choose_among_the_known_kinds(tmp_path: Path) -> None:
+    assert Settings().watch.events == ("added", "modified", "deleted")
+    write_settings(tmp_path, {"watch": {"events": ["modified", "deleted", "modified"]}})
+    settings = load_quietly(root=tmp_path)
+    assert settings.watch.events == ("modified", "deleted")  # repeats dropped, order kept
+    assert settings.as_dict()["watch"]["events"] == ["modified", "deleted"]
+    for bad in (["moved"], [], "modified", [3]):
+        write_settings(tmp_path, {"watch": {"events": bad}})
+        with pytest.raises(SettingsError, match=r"watch\.events"):
+            load_settings(root=tmp_path)
+
+
 def test_watch_debounce_aliases_that_disagree_are_an_error(tmp_path: Path) -> None:
     write_settings(tmp_path, {"watch": {"debounce": 250, "debounceMs": 400}})
     with pytest.raises(SettingsError, match=r"watch\.debounce and watch\.debounceMs"):
@@ -340,7 +352,8 @@ def test_as_dict_round_trips_through_a_file(tmp_path: Path) -> None:
     )
     data = original.as_dict()
     assert data["scratchpad"]["thresholdBytes"] == 10
-    assert data["watch"] == {"enabled": True, "debounce": 5, "notifications": True}
+    assert data["watch"] == {"enabled": True, "debounce": 5, "notifications": True,
+                             "events": ["added", "modified", "deleted"]}
     path = write_settings(tmp_path, data)
     loaded = load_quietly(root=tmp_path)
     assert loaded == dataclasses.replace(original, settings_file=path)

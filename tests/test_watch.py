@@ -205,3 +205,17 @@ def test_sigint_stops_cleanly(project: Path) -> None:
     code, stderr = process.stop()
     assert code == 0 and "stopped after 1 run(s)" in stderr and "Traceback" not in stderr
     assert _node_ids(project) == {"docs-handbook", "docs-other"}  # nothing lost
+
+
+def test_watcher_answers_the_events_the_settings_name(tmp_path: Path) -> None:
+    """``watch.events`` from the settings is the default; an explicit ``events`` wins."""
+    from amalfa.settings import load_settings
+    from amalfa.watch import Watcher
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "amalfa.settings.json").write_text(
+        json.dumps({"sources": ["docs"], "watch": {"events": ["modified"]}}))
+    settings = load_settings(root=tmp_path)
+    assert Watcher(settings).events == {"modified"}
+    assert Watcher(settings, events=["added", "deleted"]).events == {"added", "deleted"}
+

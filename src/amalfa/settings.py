@@ -147,6 +147,10 @@ class ScratchpadSettings:
     preview_length: int = 200
 
 
+# The kinds of file change `amalfa watch` can answer (watchfiles' Change names).
+WATCH_EVENTS: tuple[str, ...] = ("added", "modified", "deleted")
+
+
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
     """File watching. Off by default: a library should not start watching files unasked."""
@@ -154,6 +158,8 @@ class WatchSettings:
     enabled: bool = False
     debounce_ms: int = 1000
     notifications: bool = True
+    # which kinds of change the watcher answers; "modified" alone ignores new and deleted files
+    events: tuple[str, ...] = WATCH_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +196,8 @@ class Settings:
         for json_key, (attr, _cls, spec) in _SECTIONS.items():
             section = getattr(self, attr)
             result[json_key] = {
-                key: getattr(section, name)
+                # tuples (watch.events) as JSON lists, so a round trip compares equal
+                key: list(value) if isinstance(value := getattr(section, name), tuple) else value
                 for key, (name, _) in spec.items()
                 if key not in _ALIASES.get(json_key, {})
             }
@@ -253,6 +260,14 @@ def _text_list(value: Any, key: str) -> list[str]:
     return list(value)
 
 
+def _watch_events(value: Any, key: str) -> tuple[str, ...]:
+    kinds = _text_list(value, key)
+    unknown = [kind for kind in kinds if kind not in WATCH_EVENTS]
+    if unknown or not kinds:
+        raise _refuse(key, f"a non-empty list of {', '.join(WATCH_EVENTS)}", value)
+    return tuple(dict.fromkeys(kinds))
+
+
 # json key -> (attribute, converter)
 _TOP_LEVEL: dict[str, tuple[str, Converter]] = {
     "sources": ("sources", _text_list),
@@ -289,6 +304,7 @@ _SECTIONS: dict[str, tuple[str, type, _SectionSpec]] = {
             "debounce": ("debounce_ms", _integer(0, DEBOUNCE_MS.high)),
             "debounceMs": ("debounce_ms", _integer(0, DEBOUNCE_MS.high)),
             "notifications": ("notifications", _boolean),
+            "events": ("events", _watch_events),
         },
     ),
 }

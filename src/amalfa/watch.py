@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from amalfa.errors import AmalfaError, WatcherRunningError
 from amalfa.limits import DEBOUNCE_MS
+from amalfa.settings import WATCH_EVENTS
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
@@ -51,8 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENTS", "WatchBatch", "Watcher", "WatcherLock", "lock_path_for"]
 
-#: the kinds of change a watcher can answer
-EVENTS = ("added", "modified", "deleted")
+#: the kinds of change a watcher can answer (the settings' ``watch.events`` chooses among them)
+EVENTS = WATCH_EVENTS
 # how often (ms) the watcher checks its stop event while nothing changes
 _STOP_POLL_MS = 200
 
@@ -142,14 +143,14 @@ class Watcher:
 
     ``db_path`` defaults to the settings' database (created when missing); ``embedder`` to the
     model the database recorded, else the settings' one. ``debounce_ms`` defaults to the
-    settings' ``watch.debounce``; ``events`` to every kind. ``on_batch`` is called after each
+    settings' ``watch.debounce``; ``events`` to the settings' ``watch.events`` (every kind). ``on_batch`` is called after each
     batch (and after the first catch-up run) with its :class:`WatchBatch`; ``on_start`` once the
     lock is held, with the folders being watched.
     """
 
     def __init__(self, settings: Settings, *, db_path: str | os.PathLike[str] | None = None,
                  embedder: Embedder | None = None, debounce_ms: int | None = None,
-                 events: Iterable[str] = EVENTS,
+                 events: Iterable[str] | None = None,
                  on_batch: Callable[[WatchBatch], None] | None = None,
                  on_start: Callable[[list[Path]], None] | None = None) -> None:
         from amalfa.ingest.discover import Scope
@@ -160,7 +161,7 @@ class Watcher:
         self.sources = list(settings.sources)
         self.debounce_ms = DEBOUNCE_MS.check(
             settings.watch.debounce_ms if debounce_ms is None else debounce_ms, "debounce_ms")
-        self.events = frozenset(events)
+        self.events = frozenset(settings.watch.events if events is None else events)
         unknown = self.events - set(EVENTS)
         if unknown or not self.events:
             raise ValueError(f"events must be some of {', '.join(EVENTS)}; got "

@@ -10,10 +10,9 @@ from amalfa.cli._output import show_path
 from amalfa.cli._parsing import Commands
 from amalfa.errors import CommandError
 from amalfa.limits import DEBOUNCE_MS
+from amalfa.settings import WATCH_EVENTS as _EVENTS
 
 ORDER = 15
-
-_EVENTS = ("added", "modified", "deleted")
 
 
 def register(commands: Commands) -> None:
@@ -28,9 +27,9 @@ def register(commands: Commands) -> None:
     watch.add_argument("--debounce", type=DEBOUNCE_MS.argparse(), default=None, metavar="MS",
                        help="group changes over at most MS milliseconds (default: the "
                             "settings' watch.debounce, 1000)")
-    watch.add_argument("--events", default=",".join(_EVENTS), metavar="KINDS",
-                       help="which changes to answer, comma-separated (default: "
-                            "added,modified,deleted)")
+    watch.add_argument("--events", default=None, metavar="KINDS",
+                       help="which changes to answer, comma-separated (default: the "
+                            "settings' watch.events, added,modified,deleted)")
 
 
 def cmd_watch(ctx: Context) -> int:
@@ -41,9 +40,10 @@ def cmd_watch(ctx: Context) -> int:
     from amalfa.watch import Watcher, WatchBatch
 
     args = ctx.args
-    events = [kind.strip() for kind in args.events.split(",") if kind.strip()]
-    unknown = [kind for kind in events if kind not in _EVENTS]
-    if unknown or not events:
+    events = (None if args.events is None
+              else [kind.strip() for kind in args.events.split(",") if kind.strip()])
+    unknown = [kind for kind in events or () if kind not in _EVENTS]
+    if unknown or events == []:
         raise CommandError(f"--events {args.events!r}: unknown kind(s) {', '.join(unknown)}"
                            if unknown else "--events is empty",
                            hint="use some of added,modified,deleted", status=EXIT_USAGE)
