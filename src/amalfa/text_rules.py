@@ -170,7 +170,7 @@ def check_path(path: Any, *, what: str = "path", utf8: bool = False) -> Any:
 
     raw = os.fspath(path)
     nul = "\x00" if isinstance(raw, str) else b"\x00"
-    position = raw.find(nul)  # type: ignore[arg-type]
+    position = raw.find(nul)
     if position >= 0:
         raise InputError(f"{what}: character {position} is NUL (U+0000); no file system accepts "
                          f"it in a file name: {os.fsdecode(raw)!r}")
