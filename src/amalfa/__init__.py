@@ -25,6 +25,10 @@ _EXPORTS: dict[str, str] = {
     "VectorEngine": "amalfa.vectors",
     "SearchResult": "amalfa.vectors",
     "Embedder": "amalfa.embedder",
+    "Reranker": "amalfa.reranker",
+    "SearchEngine": "amalfa.search",
+    "SearchHit": "amalfa.search",
+    "Watcher": "amalfa.watch",
     "load_settings": "amalfa.settings",
     "Settings": "amalfa.settings",
     "get_folders": "amalfa.settings",
@@ -57,6 +61,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from amalfa import errors
     from amalfa.db import Edge, Node, ResonanceDB, generate_id
     from amalfa.embedder import Embedder
+    from amalfa.reranker import Reranker
+    from amalfa.search import SearchEngine, SearchHit
+    from amalfa.watch import Watcher
     from amalfa.factory import DatabaseFactory, HealthReport, sqlite_version
     from amalfa.fafcas import dot, to_fafcas
     from amalfa.scratchpad import Scratchpad
