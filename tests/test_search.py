@@ -136,6 +136,64 @@ def test_hybrid_returns_each_document_once_best_first(engine: SearchEngine) -> N
     assert all(0 < h.score <= 3 / 61 for h in hits)  # RRF: at most 1/(60+1) per list
 
 
+# A sentence several READMEs paraphrase, and one document that says it word for word: the
+# vector list ranks the paraphrases first, and plain RRF put the exact document third.
+SPONSOR = ("Support this project and its continued development by sponsoring us on the funding "
+           "page.")
+PARAPHRASES = [
+    "Sponsoring keeps this project alive: please consider funding its development.",
+    "If you like this project, become a sponsor and support its ongoing development.",
+    "Development of this project is supported by sponsors; you can help fund it too.",
+    "Support the maintainers: sponsorship pays for continued work on the project.",
+    "Donations and sponsorships support the continued development of this library.",
+    "Please support our development work by sponsoring the project on its funding page.",
+]
+
+
+@pytest.fixture(scope="module")
+def sponsor_engine(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder):
+    folder = tmp_path_factory.mktemp("sponsor")
+    root = folder / "project"
+    root.mkdir()
+    (root / "exact.md").write_text(
+        "# Release notes\n\nVersion 4 changes the configuration loader and drops Python 3.8."
+        f"\n\n{SPONSOR}\n\nThe test suite now runs on three operating systems.\n",
+        encoding="utf-8")
+    for i, text in enumerate(PARAPHRASES):
+        (root / f"p{i}.md").write_text(f"# Package {i}\n\n{text}\n", encoding="utf-8")
+    with ResonanceDB(folder / "search.db", create=True) as database:
+        ingest(["."], db=database, embedder=embedder, root=root)
+        yield SearchEngine(database, embedder=embedder)
+
+
+def test_a_passage_with_every_word_of_the_query_ranks_first_in_hybrid(
+        sponsor_engine: SearchEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import amalfa.search
+
+    vector = sponsor_engine.search(SPONSOR, 7, mode="vector")
+    assert vector[0].id != "exact" and vector[-1].id == "exact"  # the meaning favours the others
+    hits = sponsor_engine.search(SPONSOR, 7)
+    assert hits[0].id == "exact" and hits[0].heading == "Release notes"
+    assert hits[0].score > amalfa.search.FULL_MATCH_BONUS  # RRF + the bonus
+    assert all(h.score <= 2 / 61 for h in hits[1:])  # no paraphrase holds every word
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # without the full-match rule, plain RRF lets the vector list outvote the exact hit
+    monkeypatch.setattr(amalfa.search, "FULL_MATCH_TERMS", 10**6)
+    assert sponsor_engine.search(SPONSOR, 7)[0].id != "exact"
+
+
+def test_the_full_match_rule_needs_three_words_and_plain_keyword_queries(
+        sponsor_engine: SearchEngine) -> None:
+    # two words ("funding page") in every passage of one document: plain RRF
+    assert all(h.score <= 2 / 61 for h in sponsor_engine.search("funding page", 7))
+    # FTS5 syntax is not a list of words: plain RRF
+    raw = sponsor_engine.search('"continued development" sponsoring funding', 7, raw_query=True)
+    assert raw and all(h.score <= 2 / 61 for h in raw)
+    # the keyword and vector modes are untouched: their own scores
+    keyword = sponsor_engine.search(SPONSOR, 7, mode="keyword")
+    assert keyword[0].id == "exact"
+
+
 def test_filters_keep_only_matching_documents(engine: SearchEngine) -> None:
     assert [h.id for h in engine.search("water", 10, domain="garden")] == ["garden-tomatoes"]
     assert engine.search("water", 10, type="concept") == []
