@@ -294,6 +294,25 @@ def test_embeddings_of_another_model_are_not_mixed_in(project: Path, db: Resonan
     assert recorded_model(db) == embedder.model_name
 
 
+def test_embeddings_of_another_precision_are_not_mixed_in(project: Path, db: ResonanceDB,
+                                                          embedder: Embedder) -> None:
+    """The precision is recorded beside the model; the library pipeline (not only `amalfa
+    init`) refuses to add vectors of another precision, and force replaces the pair."""
+    run(db, embedder, project)
+    assert (db.recorded_model(), db.recorded_precision()) == (embedder.model_name,
+                                                              embedder.precision)
+    other = "int8" if embedder.precision != "int8" else "fp32"
+    with db.transaction():
+        db.record_model(embedder.model_name, other)  # as if an earlier run used the other one
+    write(project, "docs/oven.md", "# Oven care\n\nSomething else again.\n")
+    before = rows(db)
+    with pytest.raises(ModelMismatchError, match=f"\\({other}\\)"):
+        run(db, embedder, project)
+    assert rows(db) == before
+    run(db, embedder, project, force=True)
+    assert db.recorded_precision() == embedder.precision
+
+
 def test_a_database_of_another_dimension_is_refused_before_writing(
         project: Path, embedder: Embedder) -> None:
     with ResonanceDB.create(project / "wide.db", dimensions=768) as db:

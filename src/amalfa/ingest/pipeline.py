@@ -42,7 +42,6 @@ import numpy as np
 
 from amalfa.db import generate_id
 from amalfa.db.meta import MODEL_KEY as MODEL_META_KEY
-from amalfa.errors import ModelMismatchError
 from amalfa.ingest.discover import Scope, absolute, discover, relative_posix
 from amalfa.ingest.documents import ParsedDocument, parse_documents
 from amalfa.ingest.links import INGESTED_EDGE_TYPES, resolve_links
@@ -155,7 +154,7 @@ def ingest(
     file and passage again (after a model change). ``progress`` is called after every batch.
     ``counter`` sizes passages (default: the embedder's own tokenizer and ``max_length``).
 
-    Raises :class:`ModelMismatchError` when the database's embeddings come from another model (and
+    Raises :class:`ModelMismatchError` when the database's embeddings come from another model or precision (and
     ``force`` is off), ValueError when the dimensions disagree; nothing is written then.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -208,7 +207,8 @@ def ingest(
         progress(0, len(work), 0)
     if work and counter is None:
         counter = TokenCounter.for_embedder(embedder)
-    model_recorded = recorded_model(db) == embedder.model_name
+    model_recorded = (db.recorded_model(), db.recorded_precision()) == (embedder.model_name,
+                                                                         embedder.precision)
     done = 0
     for start in range(0, len(work), batch_size):
         batch = work[start:start + batch_size]
@@ -224,7 +224,7 @@ def ingest(
         result.texts_embedded += len(texts)
         with clock("write"), db.transaction():
             if not model_recorded:
-                db.record_model(embedder.model_name)
+                db.record_model(embedder.model_name, embedder.precision)
                 model_recorded = True
             node_docs = [item.doc for item in batch if item.embed_node]
             db.insert_nodes(Node(**doc.node_fields(), embedding=vector)
@@ -309,18 +309,16 @@ def recorded_root(db: ResonanceDB) -> str | None:
 
 
 def _check_model(db: ResonanceDB, embedder: Embedder, *, force: bool) -> None:
-    """Refuse to mix vectors of two models in one database (their scores mean nothing together)."""
+    """Refuse to mix vectors of two models, or two precisions of one, in one database (their
+    scores mean nothing together)."""
     expected = db.dimensions
     if expected is not None and embedder.dimensions != expected:
         raise ValueError(f"the database at {db.path} holds {expected}-d embeddings, but the model "
                          f"{embedder.model_name} makes {embedder.dimensions}-d ones")
-    recorded = recorded_model(db)
-    if recorded is not None and recorded != embedder.model_name and not force \
-            and db.get_stats().vectors:
-        raise ModelMismatchError(
-            f"the database at {db.path} was embedded with {recorded}, not with "
-            f"{embedder.model_name}; embed every file again with force (amalfa init --force) "
-            "or use the model it was built with")
+    # one model and one precision per database (Embedder.check_database names both and the way
+    # out); force re-embeds every file, so the new pair replaces the recorded one
+    if not force and db.get_stats().vectors:
+        embedder.check_database(db)
 
 
 def _ids_of(skipped: list[tuple[Path, str]], root: Path) -> set[str]:
