@@ -87,13 +87,15 @@ def request(port: int, method: str, path: str, body: Any = None, *,
 def test_health(server) -> None:
     status, body, response = request(server.port, "GET", "/health")
     assert status == 200 and response.getheader("Content-Type") == "application/json"
-    assert body == {"status": "ok", "model": DEFAULT_MODEL, "ready": True, "reranker_ready": True,
-                    "dimensions": DIMENSIONS, "pid": os.getpid(), "port": server.port}
+    assert body == {"status": "ok", "model": DEFAULT_MODEL, "precision": "fp32", "ready": True,
+                    "reranker_ready": True, "dimensions": DIMENSIONS, "pid": os.getpid(),
+                    "port": server.port}
 
 
 def test_embed_one_text_and_many(server, embedder: Embedder) -> None:
     status, body, _ = request(server.port, "POST", "/embed", {"text": "hello daemon"})
     assert status == 200 and body["dimensions"] == DIMENSIONS and body["model"] == DEFAULT_MODEL
+    assert body["precision"] == embedder.precision  # so a client of another precision says no
     np.testing.assert_allclose(body["vector"], embedder.embed("hello daemon"), atol=1e-6)
 
     texts = ["first", "", "third text, a little longer than the others"]

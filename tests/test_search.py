@@ -425,3 +425,13 @@ def test_another_sqlite_client_keeps_the_index_in_step(project: Path, tmp_path: 
         rewritten = engine.search("stdlib rewrote", 1, mode="keyword")
         assert rewritten[0].heading == "House manual > Boiler"
         assert engine.search("filling", 5, mode="keyword") == []  # the old text left the index
+
+
+def test_queries_use_the_model_and_precision_the_database_recorded(tmp_path: Path) -> None:
+    """A database built at int8 is queried at int8 (the embedder is only chosen here: its files
+    are found, nothing is loaded or built)."""
+    with ResonanceDB.create(tmp_path / "int8.db") as db:
+        with db.transaction():
+            db.record_model(Embedder().model_name, "int8")
+        chosen = SearchEngine(db).embedder
+        assert (chosen.model_name, chosen.precision) == (Embedder().model_name, "int8")

@@ -181,6 +181,24 @@ def test_watch_accepts_debounce_and_debounce_ms(tmp_path: Path) -> None:
     assert load_quietly(root=tmp_path).watch == WatchSettings(False, 400, False)
 
 
+def test_embedding_precision_and_threads(tmp_path: Path) -> None:
+    from amalfa.embedder import Embedder
+    from amalfa.models.registry import PRECISIONS
+    from amalfa.settings import PRECISIONS as SETTINGS_PRECISIONS
+
+    assert SETTINGS_PRECISIONS == PRECISIONS  # one list, kept in two places on purpose
+    assert (Settings().embeddings.precision, Settings().embeddings.threads) == ("fp32", None)
+    write_settings(tmp_path, {"embeddings": {"precision": "int8", "threads": 1}})
+    settings = load_quietly(root=tmp_path)
+    assert (settings.embeddings.precision, settings.embeddings.threads) == ("int8", 1)
+    assert Embedder.for_settings(settings).precision == "int8"  # finds files, loads nothing
+    for key, bad in (("precision", "int4"), ("precision", 8), ("threads", 0),
+                     ("threads", 10**6), ("threads", True)):
+        write_settings(tmp_path, {"embeddings": {key: bad}})
+        with pytest.raises(SettingsError, match=rf"embeddings\.{key}"):
+            load_settings(root=tmp_path)
+
+
 def test_watch_events_choose_among_the_known_kinds(tmp_path: Path) -> None:
     assert Settings().watch.events == ("added", "modified", "deleted")
     write_settings(tmp_path, {"watch": {"events": ["modified", "deleted", "modified"]}})

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from amalfa.errors import InputError
-from amalfa.ingest.pipeline import recorded_model, recorded_root
+from amalfa.ingest.pipeline import recorded_root
 from amalfa.limits import RESULTS
 from amalfa.text_rules import check_storable, for_model
 from amalfa.vectors import _check_limit
@@ -214,8 +214,10 @@ class SearchEngine:
         if self._embedder is None:
             from amalfa.embedder import Embedder
 
-            recorded = recorded_model(self.db)
-            self._embedder = Embedder(recorded) if recorded else Embedder.get_instance()
+            # the model and the precision the database recorded (vectors of another model or
+            # precision must not be compared with its own)
+            self._embedder = (Embedder.for_database(self.db) if self.db.recorded_model()
+                              else Embedder.get_instance())
         return self._embedder
 
     def _passage_vectors_engine(self) -> VectorEngine:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from amalfa.errors import SettingsError
-from amalfa.limits import DEBOUNCE_MS, JSON_SAFE
+from amalfa.limits import DEBOUNCE_MS, JSON_SAFE, THREADS
 
 __all__ = [
     "SETTINGS_ENV_VAR",
@@ -133,6 +133,11 @@ class EmbeddingSettings:
     # `model` extra, so the default settings work offline.
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     dimensions: int = 384
+    # "fp32" (parity with sentence-transformers) or "int8" (faster, measured lower quality);
+    # a database records the one it was built with, and queries follow the database
+    precision: str = "fp32"
+    # onnxruntime intra-op threads; None: the embedder's own choice (the cores this process has)
+    threads: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +265,21 @@ def _text_list(value: Any, key: str) -> list[str]:
     return list(value)
 
 
+# amalfa.models.registry.PRECISIONS (tests/test_settings.py holds them equal); not imported, so
+# that reading settings does not load the model builder
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+
+
+def _precision(value: Any, key: str) -> str:
+    if value not in PRECISIONS:
+        raise _refuse(key, f"one of {', '.join(PRECISIONS)}", value)
+    return str(value)
+
+
+def _threads(value: Any, key: str) -> int | None:
+    return None if value is None else _integer(THREADS.low, THREADS.high)(value, key)
+
+
 def _watch_events(value: Any, key: str) -> tuple[str, ...]:
     kinds = _text_list(value, key)
     unknown = [kind for kind in kinds if kind not in WATCH_EVENTS]
@@ -281,7 +301,8 @@ _SECTIONS: dict[str, tuple[str, type, _SectionSpec]] = {
     "embeddings": (
         "embeddings",
         EmbeddingSettings,
-        {"model": ("model", _text), "dimensions": ("dimensions", _integer(1))},
+        {"model": ("model", _text), "dimensions": ("dimensions", _integer(1)),
+         "precision": ("precision", _precision), "threads": ("threads", _threads)},
     ),
     "scratchpad": (
         "scratchpad",

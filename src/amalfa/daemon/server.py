@@ -184,8 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"{len(texts)} texts in one request; the limit is {MAX_TEXTS}")
         service = self.server.ready_service()
         vectors = service.embedder.embed_batch(texts)
+        # the precision too: a client of another precision must not mix these vectors in
         answer: dict[str, Any] = {"dimensions": int(vectors.shape[1]),
-                                  "model": service.embedder.model_name}
+                                  "model": service.embedder.model_name,
+                                  "precision": service.embedder.precision}
         if has_text:
             answer["vector"] = vectors[0].tolist()
         else:
@@ -319,6 +321,7 @@ class DaemonServer(ThreadingHTTPServer):
         answer: dict[str, Any] = {
             "status": "ok" if ready else ("error" if self.load_error else "loading"),
             "model": service.embedder.model_name,
+            "precision": service.embedder.precision,
             "ready": ready,
             "reranker_ready": service.reranker_ready,
             "dimensions": service.embedder.dimensions if ready else None,
