@@ -1,5 +1,9 @@
 """VectorEngine: semantic search over a table's FAFCAS embeddings, following every write.
 
+(One concept, a little over 600 lines: the engine's refresh, its two scan paths and hydration
+share the cached matrix's state; the kernels' callers live in ``vector_scans``, the snapshot
+file in ``vector_snapshot``.)
+
 Two scan paths, one result shape:
 
 * the **cached matrix**: the embeddings of ``nodes`` (or ``passages``) in one float32 array with

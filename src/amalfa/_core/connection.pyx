@@ -4,6 +4,12 @@ A thin, exact binding in the manner of apsw: every SQLite result code becomes an
 amalfa.errors carrying the code and SQLite's message; sqlite3_step runs without the GIL; buffers
 (bytes, str, numpy arrays, memoryviews) are bound without copying and kept alive by the statement
 until it is rebound, reset with new bindings or finalized.
+
+Why one module of ~800 lines: Connection, Statement and the statement cache are one concept (a
+connection and what it prepares). Statement reaches into its Connection's handle, lock and
+pending-error state at C level on every step; split across modules those accesses would go
+through cross-module ``.pxd`` declarations and the GIL/lock discipline would no longer read top
+down in one file.
 """
 
 import weakref
