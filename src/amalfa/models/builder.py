@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import atexit
 import os
 import tempfile
 import warnings
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from amalfa._atomic import atomic_write_bytes
 from amalfa.errors import ModelError
 from amalfa.models.files import sha256_file
 from amalfa.models.quality import least_cosine
@@ -119,20 +121,6 @@ def build_graph(source: Path, precision: Precision) -> tuple[bytes, dict[str, in
     return model.SerializeToString(deterministic=True), fused
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def _read_record(graph_path: Path, record_path: Path, key: str) -> dict[str, Any] | None:
     """The cache record when it and the graph it describes are intact, else None."""
     try:
@@ -205,10 +193,10 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
                   "sha256": hashlib.sha256(data).hexdigest() if passed else None}
         try:
             if passed:
-                _write_atomically(graph_path, data)
+                atomic_write_bytes(graph_path, data)
             else:
                 graph_path.unlink(missing_ok=True)
-            _write_atomically(record_path, json.dumps(record, indent=2).encode())
+            atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
         except OSError as exc:
             # a read-only cache folder: run from a private temporary copy this time
             log.warning("cannot cache the model graph in %s (%s); building it at each load",
@@ -218,6 +206,8 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 graph_path = Path(temp)
+                # onnxruntime has read it by the time the process ends; leave nothing behind
+                atexit.register(graph_path.unlink, missing_ok=True)
     least = record.get("probe_min_cosine")
     if not record.get("probe_passed"):
         reason = (f"the optimised {precision} graph of {source} failed its parity probe (least "
