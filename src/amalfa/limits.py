@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "PORT",
     "RESULTS",
     "THREADS",
+    "available_cores",
     "IntRange",
     "check_fraction",
 ]
@@ -106,6 +108,17 @@ PORT = IntRange(0, 65535, "port")
 BATCH_SIZE = IntRange(1, 1_000_000, "items")
 #: Threads for onnxruntime or the kernels.
 THREADS = IntRange(1, 1024, "threads")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count): the
+    default thread count of the model sessions and the snapshot reader."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 #: How long a watcher groups file changes, in milliseconds: at most a day.
 DEBOUNCE_MS = IntRange(0, 86_400_000, "ms")
 #: Integers in the settings file: JSON's safe integers (2**53 - 1), which the TypeScript tools

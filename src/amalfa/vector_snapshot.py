@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from amalfa.limits import available_cores
+
 __all__ = ["SAMPLES", "Snapshot", "peek_seq", "read_snapshot", "snapshot_path", "write_snapshot"]
 
 _MAGIC = b"AMALFAVS"
@@ -155,7 +157,7 @@ def _read_parallel(fd: int, view: memoryview, offset: int) -> None:
     """Read a large block with one pread per core: copying out of the page cache is bound by
     one core's memcpy speed, so two cores read 146 MB in about half the time (measured 33 -> 15
     ms on the benchmark machine)."""
-    threads = max(1, min(_READ_THREADS, len(os.sched_getaffinity(0)), view.nbytes // (8 << 20)))
+    threads = max(1, min(_READ_THREADS, available_cores(), view.nbytes // (8 << 20)))
     if threads == 1:
         _read_at(fd, view, offset)
         return

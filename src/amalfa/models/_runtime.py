@@ -12,7 +12,6 @@ batch, nothing runs per text in Python but the copy of each encoding's ids.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from amalfa.errors import ModelError
+from amalfa.limits import available_cores
 
 __all__ = ["DISABLED_OPTIMIZERS", "MAX_BATCH_TOKENS", "TOKENIZE_CHUNK", "build_session",
            "default_threads", "encode_arrays", "encode_batch", "graph_inputs",
@@ -40,11 +40,8 @@ DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def default_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """The cores this process may run on (:func:`amalfa.limits.available_cores`)."""
+    return available_cores()
 
 
 def ort_errors() -> tuple[type[BaseException], ...]:
