@@ -435,3 +435,20 @@ def test_queries_use_the_model_and_precision_the_database_recorded(tmp_path: Pat
             db.record_model(Embedder().model_name, "int8")
         chosen = SearchEngine(db).embedder
         assert (chosen.model_name, chosen.precision) == (Embedder().model_name, "int8")
+
+
+def test_an_embedder_of_another_model_or_precision_is_refused(tmp_path: Path,
+                                                              embedder: Embedder) -> None:
+    """Same dimension, another model (or precision): the Python API refuses to compare its
+    vectors with the database's, in SearchEngine and in the seed's VectorEngine.search."""
+    from amalfa.errors import ModelMismatchError
+    from amalfa.vectors import VectorEngine
+
+    with ResonanceDB.create(tmp_path / "other.db") as db:
+        with db.transaction():
+            db.record_model("example/another-384-d-model", embedder.precision)
+        with pytest.raises(ModelMismatchError, match="example/another-384-d-model"):
+            SearchEngine(db, embedder=embedder).search("a question", mode="vector")
+        with pytest.raises(ModelMismatchError, match="example/another-384-d-model"):
+            VectorEngine(db, embedder=embedder).search("a question")
+        assert SearchEngine(db, embedder=embedder).search("a question", mode="keyword") == []

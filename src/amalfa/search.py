@@ -269,6 +269,9 @@ class SearchEngine:
                              "read-write once (or run `amalfa init`) to migrate it")
         vectors = None
         if mode != "keyword":
+            # an embedder given by the caller may be another model or precision than the one
+            # the passages were embedded with: their scores would mean nothing, so refuse
+            self.embedder.check_database(self.db)
             vectors = self.embedder.embed_batch(queries)
         depth = min(max(CANDIDATES, 5 * limit), RESULTS.high)  # a valid limit, a valid depth
         wanted = _Filter(domain, type)

@@ -495,11 +495,18 @@ class VectorEngine:
         return scores, self._rowids[index]
 
     def search(self, text: str, limit: int = 5, **filters: Any) -> list[SearchResult]:
-        """Embed ``text`` and search by its vector."""
+        """Embed ``text`` and search by its vector.
+
+        The text is embedded with the model and precision the database recorded (by default),
+        and an embedder of another one is refused with
+        :class:`~amalfa.errors.ModelMismatchError`: vectors of two models are not comparable,
+        even when their dimensions agree."""
         if self._embedder is None:
             from amalfa.embedder import Embedder
 
-            self._embedder = Embedder.get_instance()
+            self._embedder = (Embedder.for_database(self.db) if self.db.recorded_model()
+                              else Embedder.get_instance())
+        self._embedder.check_database(self.db)
         return self.search_by_vector(self._embedder.embed(text), limit, **filters)
 
     def search_by_vector(self, vector: Any, limit: int = 5, *, domain: str | None = None,
