@@ -170,7 +170,10 @@ def test_changed_source_file_builds_again(model_folder: Path) -> None:
 def test_corrupted_cache_is_built_again(own_cache: Path, damage: str, caplog) -> None:
     first = Embedder(use_daemon=False)
     vector = first.embed("corruption")
-    assert first.graph is not None
+    # damage only a graph in the test's own cache: never the installed source model (a build
+    # that fell back runs the source file itself)
+    assert first.graph is not None and first.graph.optimized, first.graph
+    assert first.graph.path.is_relative_to(own_cache), first.graph.path
     graph_path, record_path = first.graph.path, own_cache / f"{first.graph.key}.json"
     if damage == "flip":
         data = bytearray(graph_path.read_bytes())
@@ -324,6 +327,7 @@ def test_graph_status_reports_the_cache_without_building(own_cache: Path) -> Non
     status = Embedder(use_daemon=False, precision="int8").graph_status()
     assert status["state"] == "built" and status["precision"] == "int8"
     assert status["fused"]["attention"] == 6 and status["probe_min_cosine"] >= 0.99
+    assert Path(status["path"]).is_relative_to(own_cache)  # never the installed source model
     Path(status["path"]).write_bytes(b"damaged")
     assert embedder.graph_status()["state"] == "corrupt"
     assert Embedder(use_daemon=False, optimize=False).graph_status()["state"] == "off"
@@ -346,6 +350,7 @@ def test_doctor_reports_the_model_graph(tmp_path: Path, monkeypatch) -> None:
     Embedder(use_daemon=False).embed("x")
     after = graph_check()
     assert (after["status"], after["state"]) == ("ok", "built")
+    assert Path(after["path"]).is_relative_to(os.environ["XDG_CACHE_HOME"])  # not the source
     Path(after["path"]).write_bytes(b"damaged")
     damaged = graph_check()
     assert (damaged["status"], damaged["state"]) == ("warn", "corrupt")
