@@ -176,18 +176,21 @@ def _wait_for_a_held_lock(blocker_execute, writer_execute) -> None:
     release.join()
 
 
-@pytest.mark.benchmark(group="busy-wait-50ms")
-def test_busy_wait_amalfa(benchmark, tmp_path: Path) -> None:
-    path = tmp_path / "busy-amalfa.db"
-    writer = DatabaseFactory.connect(path)
-    writer.execute("CREATE TABLE t (x)")
-    blocker = Connection(path)
+def _bench_busy_wait(benchmark, writer, blocker) -> None:
     try:
+        writer.execute("CREATE TABLE t (x)")
         benchmark.pedantic(_wait_for_a_held_lock, args=(blocker.execute, writer.execute),
                            rounds=ROUNDS * 4)
     finally:
         blocker.close()
         writer.close()
+
+
+@pytest.mark.benchmark(group="busy-wait-50ms")
+def test_busy_wait_amalfa(benchmark, tmp_path: Path) -> None:
+    path = tmp_path / "busy-amalfa.db"
+    writer = DatabaseFactory.connect(path)
+    _bench_busy_wait(benchmark, writer, Connection(path))
 
 
 @pytest.mark.benchmark(group="busy-wait-50ms")
@@ -195,11 +198,5 @@ def test_busy_wait_stdlib(benchmark, tmp_path: Path) -> None:
     path = tmp_path / "busy-stdlib.db"
     writer = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("CREATE TABLE t (x)")
     blocker = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    try:
-        benchmark.pedantic(_wait_for_a_held_lock, args=(blocker.execute, writer.execute),
-                           rounds=ROUNDS * 4)
-    finally:
-        blocker.close()
-        writer.close()
+    _bench_busy_wait(benchmark, writer, blocker)
