@@ -107,6 +107,51 @@ cdef inline void _heap_init(amalfa_heap *h, float *scores, int64_t *ids, Py_ssiz
     h.capacity = k
 
 
+# Per-thread heaps of the parallel scans: ``count`` empty heaps of capacity ``cap`` over two
+# shared buffers, allocated (and freed) together.
+cdef struct _HeapSet:
+    amalfa_heap *heaps
+    float *scores
+    int64_t *ids
+
+
+cdef void _heap_set_free(_HeapSet *s) noexcept nogil:
+    free(s.heaps)
+    free(s.scores)
+    free(s.ids)
+    s.heaps = NULL
+    s.scores = NULL
+    s.ids = NULL
+
+
+cdef int _heap_set_alloc(_HeapSet *s, Py_ssize_t count, Py_ssize_t cap) except -1:
+    cdef Py_ssize_t t
+    s.heaps = <amalfa_heap *>malloc(count * sizeof(amalfa_heap))
+    s.scores = <float *>malloc(count * cap * sizeof(float))
+    s.ids = <int64_t *>malloc(count * cap * sizeof(int64_t))
+    if s.heaps == NULL or s.scores == NULL or s.ids == NULL:
+        _heap_set_free(s)
+        raise MemoryError()
+    for t in range(count):
+        _heap_init(&s.heaps[t], s.scores + t * cap, s.ids + t * cap, cap)
+    return 0
+
+
+cdef amalfa_heap *_merge_sorted(amalfa_heap *heaps, int threads, Py_ssize_t stride,
+                                Py_ssize_t j) noexcept nogil:
+    """Push the hits of heaps[t * stride + j] (t = 1 .. threads - 1) into heaps[j], sort it
+    best first and return it: one query's per-thread results made one."""
+    cdef Py_ssize_t t, i
+    cdef amalfa_heap *merged = &heaps[j]
+    cdef amalfa_heap *part
+    for t in range(1, threads):
+        part = &heaps[t * stride + j]
+        for i in range(part.size):
+            amalfa_heap_push(merged, part.scores[i], part.ids[i])
+    amalfa_heap_sort(merged)
+    return merged
+
+
 def topk_matrix(const float[:, ::1] matrix, const float[::1] query, Py_ssize_t k,
                 float threshold=-INFINITY, int n_threads=0):
     """The k rows of ``matrix`` with the largest dot product with ``query`` (score > threshold).
@@ -132,10 +177,9 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
     cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], q = queries.shape[0]
     cdef Py_ssize_t cap = min(k, n), t, j, i, chunk, begin, end
     cdef int threads
+    cdef _HeapSet hs
     cdef amalfa_heap *heaps
-    cdef float *heap_scores
-    cdef int64_t *heap_ids
-    cdef amalfa_heap merged
+    cdef amalfa_heap *merged
     # sized by the rows there are, not by k: a huge limit asks for nothing it cannot fill
     out_scores = np.full((q, max(cap, 0)), -np.inf, dtype=np.float32)
     out_ids = np.full((q, max(cap, 0)), -1, dtype=np.int64)
@@ -150,16 +194,10 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
     threads = _threads_for(n * d, n_threads)
     if threads > n:
         threads = <int>n
-    heaps = <amalfa_heap *>malloc(threads * q * sizeof(amalfa_heap))
-    heap_scores = <float *>malloc(threads * q * cap * sizeof(float))
-    heap_ids = <int64_t *>malloc(threads * q * cap * sizeof(int64_t))
-    if heaps == NULL or heap_scores == NULL or heap_ids == NULL:
-        free(heaps); free(heap_scores); free(heap_ids)
-        raise MemoryError()
+    _heap_set_alloc(&hs, threads * q, cap)
+    heaps = hs.heaps
     try:
         with nogil:
-            for t in range(threads * q):
-                _heap_init(&heaps[t], heap_scores + t * cap, heap_ids + t * cap, cap)
             chunk = (n + threads - 1) // threads
             if threads > 1:
                 for t in prange(threads, num_threads=threads, schedule="static"):
@@ -180,19 +218,13 @@ def topk_matrix_batch(const float[:, ::1] matrix, const float[:, ::1] queries, P
                                            threshold, heaps)
             # merge each query's per-thread heaps into the first one, then sort it
             for j in range(q):
-                merged = heaps[j]
-                for t in range(1, threads):
-                    for i in range(heaps[t * q + j].size):
-                        amalfa_heap_push(&merged, heaps[t * q + j].scores[i], heaps[t * q + j].ids[i])
-                amalfa_heap_sort(&merged)
+                merged = _merge_sorted(heaps, threads, q, j)
                 oc[j] = merged.size
                 for i in range(merged.size):
                     os_[j, i] = merged.scores[i]
                     oi[j, i] = merged.ids[i]
     finally:
-        free(heaps)
-        free(heap_scores)
-        free(heap_ids)
+        _heap_set_free(&hs)
     return out_scores, out_ids, counts
 
 
@@ -429,10 +461,9 @@ def topk_int8(const int8_t[:, ::1] matrix, const float[::1] scales, const int8_t
     cdef Py_ssize_t n = matrix.shape[0], d = matrix.shape[1], cap = min(k, n), t, i, chunk
     cdef Py_ssize_t begin, end
     cdef int threads
+    cdef _HeapSet hs
     cdef amalfa_heap *heaps
-    cdef float *heap_scores
-    cdef int64_t *heap_ids
-    cdef amalfa_heap merged
+    cdef amalfa_heap *merged
     if query.shape[0] != d:
         raise ValueError(f"query has dimension {query.shape[0]}; the matrix holds {d}-d rows")
     if scales.shape[0] < n:
@@ -442,16 +473,10 @@ def topk_int8(const int8_t[:, ::1] matrix, const float[::1] scales, const int8_t
     threads = _threads_for(n * d // 4, n_threads)
     if threads > n:
         threads = <int>n
-    heaps = <amalfa_heap *>malloc(threads * sizeof(amalfa_heap))
-    heap_scores = <float *>malloc(threads * cap * sizeof(float))
-    heap_ids = <int64_t *>malloc(threads * cap * sizeof(int64_t))
-    if heaps == NULL or heap_scores == NULL or heap_ids == NULL:
-        free(heaps); free(heap_scores); free(heap_ids)
-        raise MemoryError()
+    _heap_set_alloc(&hs, threads, cap)
+    heaps = hs.heaps
     try:
         with nogil:
-            for t in range(threads):
-                _heap_init(&heaps[t], heap_scores + t * cap, heap_ids + t * cap, cap)
             chunk = (n + threads - 1) // threads
             if threads > 1:
                 for t in prange(threads, num_threads=threads, schedule="static"):
@@ -463,18 +488,12 @@ def topk_int8(const int8_t[:, ::1] matrix, const float[::1] scales, const int8_t
             else:
                 amalfa_scan_rows_i8(&matrix[0, 0], &scales[0], d, 0, n, &query[0], query_scale,
                                     threshold, &heaps[0])
-            merged = heaps[0]
-            for t in range(1, threads):
-                for i in range(heaps[t].size):
-                    amalfa_heap_push(&merged, heaps[t].scores[i], heaps[t].ids[i])
-            amalfa_heap_sort(&merged)
+            merged = _merge_sorted(heaps, threads, 1, 0)
         scores = np.empty(merged.size, dtype=np.float32)
         ids = np.empty(merged.size, dtype=np.int64)
         for i in range(merged.size):
             scores[i] = merged.scores[i]
             ids[i] = merged.ids[i]
     finally:
-        free(heaps)
-        free(heap_scores)
-        free(heap_ids)
+        _heap_set_free(&hs)
     return scores, ids
