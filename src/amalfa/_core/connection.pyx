@@ -64,17 +64,6 @@ def compile_options():
         i += 1
 
 
-cdef object _exception(int code, str message):
-    """The exception for a result code: as amalfa.errors maps it, except SQLITE_ABORT (a
-    statement aborted by a rollback or a trigger's RAISE(ABORT)), which is not an interrupt, and
-    SQLITE_NOMEM, which is also a MemoryError."""
-    if (code & 0xff) == SQLITE_ABORT:
-        return _errors.AbortError(message, code & 0xff, code)
-    if (code & 0xff) == SQLITE_NOMEM:
-        return _errors.NoMemError(message, code & 0xff, code)
-    return _errors.exception_for(code, message)
-
-
 cdef int raise_captured(int rc, int extended, char *message) except -1:
     """Raise for a failure whose code and message were captured under the connection's mutex
     (amalfa_step/prepare/exec); frees the message."""
@@ -87,7 +76,7 @@ cdef int raise_captured(int rc, int extended, char *message) except -1:
             text = _decode(message)
         finally:
             sqlite3_free(message)
-    raise _exception(extended, text)
+    raise _errors.exception_for(extended, text)
 
 
 cdef str _decode(const char *text):
@@ -176,7 +165,7 @@ cdef class Connection:
         cdef int extended = sqlite3_extended_errcode(self.db)
         if (extended & 0xff) != (rc & 0xff):
             extended = rc
-        raise _exception(extended, _decode(sqlite3_errmsg(self.db)))
+        raise _errors.exception_for(extended, _decode(sqlite3_errmsg(self.db)))
 
     # -- statements --------------------------------------------------------------------------
 
@@ -358,7 +347,7 @@ cdef class Connection:
                 finished = sqlite3_backup_finish(backup)
             if rc != SQLITE_DONE or finished != SQLITE_OK:
                 code = rc if rc != SQLITE_DONE else finished
-                raise _exception(code, f"backup to {target} failed: "
+                raise _errors.exception_for(code, f"backup to {target} failed: "
                                        + _decode(sqlite3_errstr(code)))
         finally:
             dest.close()
