@@ -52,7 +52,6 @@ the file's bytes no longer hash to what was ingested (or it is gone), the hit sa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -65,6 +64,7 @@ import numpy as np
 from amalfa.errors import InputError
 from amalfa.ingest.pipeline import recorded_root
 from amalfa.limits import RESULTS
+from amalfa.models.files import sha256_file
 from amalfa.text_rules import check_storable, for_model
 from amalfa.vectors import _check_limit
 
@@ -275,6 +275,7 @@ class SearchEngine:
             vectors = self.embedder.embed_batch(queries)
         depth = min(max(CANDIDATES, 5 * limit), RESULTS.high)  # a valid limit, a valid depth
         wanted = _Filter(domain, type)
+        freshness = _Freshness(self.root)  # each source file hashed once for the whole batch
         out = []
         for index, text in enumerate(queries):
             candidates = self._candidates(text, None if vectors is None else vectors[index],
@@ -282,7 +283,7 @@ class SearchEngine:
                                           wanted=wanted)
             if rerank:
                 candidates = self._rerank(text, candidates[:RERANK_DEPTH * limit])
-            out.append(self._hits(text, candidates[:limit]))
+            out.append(self._hits(text, candidates[:limit], freshness))
         return out
 
     def _candidates(self, text: str, vector: np.ndarray | None, *, mode: str, depth: int,
@@ -378,8 +379,8 @@ class SearchEngine:
         rescored.sort(key=lambda c: -c.score)
         return rescored
 
-    def _hits(self, text: str, candidates: list[_Candidate]) -> list[SearchHit]:
-        freshness = _Freshness(self.root)
+    def _hits(self, text: str, candidates: list[_Candidate],
+              freshness: _Freshness) -> list[SearchHit]:
         hits = []
         for candidate in candidates:
             passage = candidate.passage
@@ -417,14 +418,10 @@ class _Freshness:
         path = Path(os.path.normpath(self.root / source))
         if self.root not in path.parents:
             return True  # a stored path leading outside the project: never read it
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            return sha256_file(path) != expected
         except OSError:
             return True
-        return digest.hexdigest() != expected
 
 
 def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
