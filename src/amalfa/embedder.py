@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from amalfa.errors import ModelError, ModelMismatchError
+from amalfa.errors import ModelError, ModelMismatchError, SettingsError
 from amalfa.limits import BATCH_SIZE, THREADS
 from amalfa.models._runtime import (
     MAX_BATCH_TOKENS,
@@ -78,6 +78,7 @@ from amalfa.models.registry import (
     find_spec,
     loose_name,
 )
+from amalfa.settings import DEFAULT_VECTOR_PORT, vector_port
 from amalfa.text_rules import for_model_all
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ log = logging.getLogger(__name__)
 
 Matrix = npt.NDArray[np.float32]
 
-DEFAULT_PORT = 3010
+DEFAULT_PORT = DEFAULT_VECTOR_PORT
 #: How long the embedder waits for the daemon before it falls back to the local model.
 DAEMON_TIMEOUT_S = 0.2
 #: Extra wait per text of a batch sent to the daemon (a batch takes longer than one text).
@@ -109,14 +110,13 @@ DAEMON_MAX_TEXTS = 1024
 
 
 def daemon_port() -> int | None:
-    """``$VECTOR_PORT`` (default 3010); None when it is not a valid port number."""
-    raw = os.environ.get("VECTOR_PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    if raw.isdigit() and 0 < int(raw) < 65536:
-        return int(raw)
-    log.debug("VECTOR_PORT=%r is not a port number; not asking the daemon", raw)
-    return None
+    """``$VECTOR_PORT`` (default 3010, :func:`amalfa.settings.vector_port`); None when it is not
+    a valid port number: the client then does not ask a daemon at all."""
+    try:
+        return vector_port()
+    except SettingsError as exc:
+        log.debug("%s; not asking the daemon", exc)
+        return None
 
 
 def _ask_daemon(texts: list[str], *, model_name: str, precision: str,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from amalfa.cli._errors import EXIT_USAGE, print_error
-from amalfa.limits import PORT, RESULTS, IntRange
+from amalfa.limits import PORT, RESULTS
 
 if TYPE_CHECKING:
     from amalfa.cli._context import Context
@@ -28,10 +28,6 @@ class Parser(argparse.ArgumentParser):
 # number reaches C unchecked; a bad one is a usage error stating the range.
 #: A count of results or items, 1 to 2**31 - 1.
 positive_int = RESULTS.argparse()
-#: A TCP port, 1 to 65535.
-port = IntRange(1, PORT.high, "port").argparse()
-
-
 #: A TCP port to listen on, 0 to 65535 (0: the system picks a free one).
 listen_port = PORT.argparse()
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 ORDER = 25
 
-_HINT_IDS = "ids are listed by `amalfa search` (the id column)"
 
 
 def _depth(text: str) -> int:
@@ -100,12 +99,7 @@ def register(commands: Commands) -> None:
                          help="how many results (default: 10)")
 
 
-def _not_found(exc: Exception) -> CommandError:
-    return CommandError(str(exc), hint=_HINT_IDS)
-
-
 def cmd_read(ctx: Context) -> int:
-    from amalfa.errors import NodeNotFoundError
     from amalfa.reader import parse_line_range, read_node
 
     args = ctx.args
@@ -118,11 +112,9 @@ def cmd_read(ctx: Context) -> int:
                                status=EXIT_USAGE) from None
     settings = ctx.settings
     with ctx.open_db(readonly=True) as db:
-        try:
-            text = read_node(db, args.id, root=settings.root, sources=settings.sources,
-                             raw=args.raw, lines=lines)
-        except NodeNotFoundError as exc:
-            raise _not_found(exc) from None
+        # an unknown id is a NodeNotFoundError: cli._errors gives it its hint
+        text = read_node(db, args.id, root=settings.root, sources=settings.sources,
+                         raw=args.raw, lines=lines)
     if ctx.json:
         ctx.emit_json(text.to_dict())
     else:
@@ -164,15 +156,10 @@ def _tree_lines(graph: Subgraph) -> list[str]:
 
 
 def cmd_explore(ctx: Context) -> int:
-    from amalfa.errors import NodeNotFoundError
-
     args = ctx.args
     with ctx.open_db(readonly=True) as db:
-        try:
-            graph = db.neighbours(args.id, depth=args.depth, direction=args.direction,
-                                  edge_types=args.edge_types, limit=args.limit)
-        except NodeNotFoundError as exc:
-            raise _not_found(exc) from None
+        graph = db.neighbours(args.id, depth=args.depth, direction=args.direction,
+                              edge_types=args.edge_types, limit=args.limit)
     if ctx.json:
         ctx.emit_json(graph.to_dict())
         return EXIT_OK
@@ -183,15 +170,11 @@ def cmd_explore(ctx: Context) -> int:
 
 
 def cmd_related(ctx: Context) -> int:
-    from amalfa.errors import NodeNotFoundError
     from amalfa.related import related_nodes
 
     args = ctx.args
     with ctx.open_db(readonly=True) as db:
-        try:
-            hits = related_nodes(db, args.id, args.limit)
-        except NodeNotFoundError as exc:
-            raise _not_found(exc) from None
+        hits = related_nodes(db, args.id, args.limit)
     rows: list[dict[str, Any]] = [
         {"id": hit.id, "score": round(float(hit.score), 4), "title": hit.title,
          "source": hit.meta.get("source")} for hit in hits]

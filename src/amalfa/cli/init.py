@@ -65,9 +65,7 @@ def cmd_init(ctx: Context) -> int:
     ctx.interrupt_hint = ("every batch written so far is kept; run `amalfa init` again to "
                           "finish")
     with ResonanceDB(path, create=True) as db:
-        if not args.force and db.get_stats().vectors:
-            embedder.check_database(db)  # one model and precision per database
-        try:
+        try:  # ingest refuses another model or precision and records the one it embeds with
             result = ingest(sources, db=db, embedder=embedder, root=root,
                             exclude_patterns=settings.exclude_patterns, files=files,
                             batch_size=args.batch_size or DEFAULT_BATCH_SIZE, force=args.force,
@@ -75,9 +73,6 @@ def cmd_init(ctx: Context) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        if result.texts_embedded:
-            with db.transaction():
-                db.record_model(embedder.model_name, embedder.precision)
         counts = db.get_stats()
         passages, _ = db.count_passages()
     ctx.interrupt_hint = None

@@ -293,9 +293,7 @@ def _embedder(model: str | Path | None, root: str | Path | None) -> Embedder:
     from amalfa._model_choice import embedder_for
     from amalfa.settings import load_settings
 
-    embedder = embedder_for(load_settings(root=root))
-    embedder.use_daemon = False  # the daemon must never ask itself
-    return embedder
+    return embedder_for(load_settings(root=root))  # VectorService turns its daemon use off
 
 
 def _configure_logging(log_file: Path) -> logging.Handler:
