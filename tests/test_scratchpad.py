@@ -494,3 +494,16 @@ def test_deeply_nested_json_content_is_cached_as_text(tmp_path):
     assert reference != content
     (entry,) = pad.list()
     assert pad.read_content(entry.id) == content
+
+
+def test_cache_returns_the_entry_id_and_small_text_with_a_surrogate_as_itself(tmp_path) -> None:
+    """``cache`` names the entry it stored (None for text returned as it is); a small output
+    holding a lone surrogate comes back made valid, not as an error."""
+    from amalfa.scratchpad import content_id
+
+    pad = Scratchpad(folder=tmp_path / "pad", config=ScratchpadSettings(threshold_bytes=100))
+    assert pad.cache("stats", "small \udcff text") == ("small \ufffd text", None)
+    big = "x" * 500
+    reference, entry_id = pad.cache("search", big)
+    assert entry_id == content_id(big) and entry_id in reference
+    assert pad.read_content(entry_id) == big

@@ -98,13 +98,11 @@ class GraphTools:
 
     def _cached(self, tool: str, content: str) -> str:
         """The output itself, or the scratchpad's reference with how to read it over MCP."""
-        from amalfa.scratchpad import content_id
-
-        reference = self.scratchpad.maybe_cache(tool, content)
-        if reference is content:
-            return content
-        return (f"{reference}\n\nOver MCP: call the `scratchpad_read` tool with "
-                f'{{"entry_id": "{content_id(content)}"}}.')
+        text, entry_id = self.scratchpad.cache(tool, content)
+        if entry_id is None:
+            return text
+        return (f"{text}\n\nOver MCP: call the `scratchpad_read` tool with "
+                f'{{"entry_id": "{entry_id}"}}.')
 
     def run(self, tool: str, work: Callable[[], Any]) -> str:
         """Run one tool's work under the lock and return its output: through the scratchpad,

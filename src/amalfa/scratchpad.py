@@ -181,6 +181,11 @@ class Scratchpad:
         Text for reading: a lone surrogate in ``content`` or ``tool`` becomes U+FFFD
         (:func:`amalfa.text_rules.for_model`), so any str can be cached and read back as UTF-8.
         """
+        return self.cache(tool, content)[0]
+
+    def cache(self, tool: str, content: str) -> tuple[str, str | None]:
+        """:meth:`maybe_cache`, and the entry's id (None when ``content`` came back itself), for
+        callers that tell the reader how to fetch the entry in their own words."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, got {type(content).__name__}")
         content = for_model(content, what="content")
@@ -188,7 +193,7 @@ class Scratchpad:
         config = self._config
         size_bytes = len(content.encode("utf-8"))
         if not config.enabled or size_bytes < config.threshold_bytes:
-            return content
+            return content, None
 
         entry_id = content_id(content)
         path = self._path(entry_id)
@@ -218,7 +223,7 @@ class Scratchpad:
         if config.include_preview:
             reference += f"\n\nPreview: {preview}"
         reference += f'\n\nTo read full content, use: Scratchpad.read_content("{entry_id}")'
-        return reference
+        return reference, entry_id
 
     # -- reading ----------------------------------------------------------------------------
 
