@@ -153,7 +153,7 @@ class Watcher:
                  events: Iterable[str] | None = None,
                  on_batch: Callable[[WatchBatch], None] | None = None,
                  on_start: Callable[[list[Path]], None] | None = None) -> None:
-        from amalfa.ingest.discover import Scope
+        from amalfa.ingest.discover import Excludes, Scope
 
         self.settings = settings
         self.root = Path(settings.root)
@@ -172,6 +172,7 @@ class Watcher:
         self.batches = 0
         self._embedder = embedder
         self._scope = Scope(self.sources, self.root)
+        self._excludes = Excludes(settings.exclude_patterns)
 
     # -- which changes count ------------------------------------------------------------------
 
@@ -192,7 +193,6 @@ class Watcher:
 
     def wanted(self, kind: str, path: str) -> bool:
         """Whether a change of ``kind`` to ``path`` (absolute) should start a run."""
-        from amalfa.ingest import discover
         from amalfa.ingest.discover import is_markdown, relative_posix
 
         if kind not in self.events or not is_markdown(path):
@@ -205,10 +205,7 @@ class Watcher:
             return False
         if kind == "deleted" or not os.path.isfile(path):
             return True  # gone: the run removes its node (an excluded one never had one)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no Markdown files found" = excluded
-            return bool(discover([rel], root=self.root,
-                                 exclude_patterns=self.settings.exclude_patterns))
+        return not self._excludes.match(rel)  # the same matcher the ingest's discovery uses
 
     # -- running ------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import pathspec
 
 from amalfa.ingest.notices import IngestWarning
 
-__all__ = ["MARKDOWN_SUFFIXES", "Scope", "absolute", "discover", "is_markdown",
+__all__ = ["MARKDOWN_SUFFIXES", "Excludes", "Scope", "absolute", "discover", "is_markdown",
            "relative_posix", "strip_markdown_suffix"]
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
@@ -58,7 +58,7 @@ def discover(
     :class:`IngestWarning`.
     """
     root_path = absolute(root)
-    excludes = _Excludes(exclude_patterns)
+    excludes = Excludes(exclude_patterns)
     found: set[Path] = set()
     for source in sources:
         text = os.fspath(source)
@@ -136,7 +136,7 @@ def strip_markdown_suffix(name: str) -> str:
     return name[: -len(PurePosixPath(name).suffix)] if is_markdown(name) else name
 
 
-def _expand_source(source: str, root: Path, excludes: _Excludes) -> Iterator[Path]:
+def _expand_source(source: str, root: Path, excludes: Excludes) -> Iterator[Path]:
     pattern = _root_relative(source.replace(os.sep, "/"), root)
     if pattern is None:
         warnings.warn(f"{source}: outside the project root {root}; skipped", IngestWarning,
@@ -148,7 +148,7 @@ def _expand_source(source: str, root: Path, excludes: _Excludes) -> Iterator[Pat
     if pattern == ".":
         yield from _walk_markdown(root, "", excludes)
         return
-    if _is_excluded(pattern, excludes):
+    if excludes.match(pattern):
         return
     path = root / pattern
     if path.is_dir():
@@ -173,14 +173,14 @@ def _root_relative(pattern: str, root: Path) -> str | None:
     return "/".join(part for part in (head_rel, *parts[literal:]) if part) or "."
 
 
-def _walk_markdown(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[Path]:
+def _walk_markdown(top: Path, top_rel: str, excludes: Excludes) -> Iterator[Path]:
     """Markdown files under ``top``, following folder symlinks but never the same folder twice."""
     for path, _ in _walk(top, top_rel, excludes):
         if is_markdown(path.name):
             yield path
 
 
-def _walk(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[tuple[Path, str]]:
+def _walk(top: Path, top_rel: str, excludes: Excludes) -> Iterator[tuple[Path, str]]:
     """Every file under ``top`` as ``(path, path relative to the root)``; excluded paths are
     pruned whole, and a folder met again through a symlink loop is not entered twice."""
     seen_folders: set[tuple[int, int]] = set()
@@ -199,7 +199,7 @@ def _walk(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[tuple[Path, 
             continue
         for entry in entries:
             rel = f"{folder_rel}/{entry.name}" if folder_rel else entry.name
-            if _is_excluded(rel, excludes):
+            if excludes.match(rel):
                 continue
             try:
                 if entry.is_dir():
@@ -210,14 +210,14 @@ def _walk(top: Path, top_rel: str, excludes: _Excludes) -> Iterator[tuple[Path, 
                 continue
 
 
-def _expand_glob(pattern: str, root: Path, excludes: _Excludes) -> Iterator[Path]:
+def _expand_glob(pattern: str, root: Path, excludes: Excludes) -> Iterator[Path]:
     parts = pattern.split("/")
     literal = 0
     while literal < len(parts) - 1 and not _GLOB_MAGIC_RE.search(parts[literal]):
         literal += 1
     base_rel = "/".join(parts[:literal])
     base = root / base_rel if base_rel else root
-    if (base_rel and _is_excluded(base_rel, excludes)) or not base.is_dir():
+    if (base_rel and excludes.match(base_rel)) or not base.is_dir():
         return
     regex = _glob_regex(pattern)
     for path, rel in _walk(base, base_rel, excludes):
@@ -272,7 +272,7 @@ def _glob_component(part: str) -> str:
     return "".join(out)
 
 
-class _Excludes:
+class Excludes:
     """The exclude patterns as one gitignore matcher (pathspec's ``GitIgnoreSpec``): a
     pattern without ``/`` matches any path component, one with ``/`` is anchored at the root,
     and a pattern that matches a folder excludes everything under it."""
@@ -286,12 +286,9 @@ class _Excludes:
         return self._spec is not None
 
     def match(self, rel: str) -> bool:
+        """Whether the root-relative POSIX path ``rel`` or any folder above it is excluded."""
         if self._spec is None:
             return False
         segments = rel.split("/")
         return any(self._spec.match_file("/".join(segments[:i + 1]))
                    for i in range(len(segments)))
-
-
-def _is_excluded(rel: str, excludes: _Excludes) -> bool:
-    return excludes.match(rel)
