@@ -14,16 +14,14 @@ become blank lines (a reader never sees them, so a search should not find them).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 
-from amalfa.ingest.text import plain_text
+from amalfa.ingest.text import blank_comments, plain_text
 
 __all__ = ["Block", "parse_blocks"]
 
-_HTML_COMMENT_RE = re.compile(r"<!--.*?-->", re.S)
 
 # token type -> block kind; the *_open tokens carry the map of the whole container
 _KINDS = {
@@ -92,8 +90,7 @@ def parse_blocks(body: str) -> list[Block]:
         if kind in _VERBATIM:
             text = "\n".join(line.rstrip() for line in raw)
         elif kind == "html":
-            unmasked = _HTML_COMMENT_RE.sub(lambda m: "\n" * m.group().count("\n"),
-                                            "\n".join(raw))
+            unmasked = blank_comments("\n".join(raw))
             text = "\n".join(plain_text(line) for line in unmasked.split("\n"))
         else:
             text = "\n".join(plain_text(line) for line in raw)

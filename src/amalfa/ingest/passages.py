@@ -23,6 +23,7 @@ by a question about installing offline.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -214,9 +215,10 @@ def _split_block(block: Block, counter: TokenCounter, budget: int) -> list[_Piec
     code = block.kind == "code"
     overlap = 0 if code else min(OVERLAP_TOKENS, budget // 8)
     pieces: list[_Piece] = []
+    starts = [start for start, _ in spans]  # token offsets never decrease: bisect, not scan
     begin = spans[0][0] if spans else 0
     while True:
-        first = next((i for i, span in enumerate(spans) if span[0] >= begin), len(spans))
+        first = bisect_left(starts, begin)
         if first >= len(spans):
             break
         last = min(first + budget, len(spans))  # exclusive
@@ -233,7 +235,7 @@ def _split_block(block: Block, counter: TokenCounter, budget: int) -> list[_Piec
                 text, begin)), block.line_of(max(begin, end - 1)), max(1, tokens)))
         if end >= len(text):
             break
-        following = next((i for i in range(first, len(spans)) if spans[i][0] >= end), len(spans))
+        following = bisect_left(starts, end, first)
         if following >= len(spans):
             break
         restart = max(first + 1, following - overlap)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["embedding_text", "first_h1", "lead_paragraph", "mask_fences_and_comments",
+__all__ = ["blank_comments", "embedding_text", "first_h1", "lead_paragraph", "mask_fences_and_comments",
            "mask_inline_code", "plain_text", "truncate_words"]
 
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
@@ -50,8 +50,13 @@ def mask_fences_and_comments(body: str) -> str:
                     and not match.group(2).strip():
                 fence = None
             out.append("")
-    masked = "\n".join(out)
-    return _HTML_COMMENT_RE.sub(lambda m: "\n" * m.group().count("\n"), masked)
+    return blank_comments("\n".join(out))
+
+
+def blank_comments(text: str) -> str:
+    """``text`` with every HTML comment replaced by the newlines it held (lines keep their
+    numbers)."""
+    return _HTML_COMMENT_RE.sub(lambda m: "\n" * m.group().count("\n"), text)
 
 
 def mask_inline_code(text: str) -> str:
