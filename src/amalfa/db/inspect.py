@@ -10,33 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amalfa.db._rows import one_row
-from amalfa.db.meta import MODEL_KEY, PRECISION_KEY, read_meta
+from amalfa.db._rows import has_table, one_row
+from amalfa.db.meta import recorded_model_of, recorded_precision_of
 
 if TYPE_CHECKING:
     from amalfa._core.connection import Connection
 
 __all__ = ["node_counts", "recorded_model_of", "recorded_precision_of"]
 
-_HAS_NODES = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'nodes'"
 _COUNT_NODES = "SELECT count(*), count(embedding) FROM nodes"
-
-
-def recorded_model_of(conn: Connection) -> str | None:
-    """The model the database's embeddings come from, as recorded (None when not)."""
-    value = read_meta(conn, MODEL_KEY)
-    return None if value is None else str(value)
-
-
-def recorded_precision_of(conn: Connection) -> str | None:
-    """The recorded model's weight precision (None when not recorded)."""
-    value = read_meta(conn, PRECISION_KEY)
-    return None if value is None else str(value)
 
 
 def node_counts(conn: Connection) -> tuple[int, int]:
     """(nodes, nodes with an embedding); (0, 0) when there is no ``nodes`` table."""
-    if conn.prepare(_HAS_NODES).first() is None:
+    if not has_table(conn, "nodes"):
         return 0, 0
     nodes, vectors = one_row(conn.prepare(_COUNT_NODES))
     return int(nodes), int(vectors)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amalfa.db._rows import one_row
+from amalfa.db._rows import has_table, one_row
 from amalfa.db.transactions import Transactions
 from amalfa.db.validation import refuses_unstorable_text
 
@@ -35,8 +35,9 @@ PRECISION_KEY = "embedding_precision"
 DIMENSIONS_KEY = "embedding_dimensions"
 #: Which system and schema step a database adopted from the original system came from.
 ADOPTED_FROM_KEY = "adopted_from"
+#: The random id migration 0004 gives a database: caches kept beside the file name it.
+DATABASE_ID_KEY = "database_id"
 
-_HAS_TABLE = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'amalfa_meta'"
 _GET = "SELECT value FROM amalfa_meta WHERE key = ?"
 _SET = "INSERT OR REPLACE INTO amalfa_meta (key, value) VALUES (?, ?)"
 _SET_IF_ABSENT = "INSERT OR IGNORE INTO amalfa_meta (key, value) VALUES (?, ?)"
@@ -45,9 +46,21 @@ _FIRST_EMBEDDING_LENGTH = (
 )
 
 
+def recorded_model_of(conn: Connection) -> str | None:
+    """The model the database's embeddings come from, as recorded (None when not)."""
+    value = read_meta(conn, MODEL_KEY)
+    return None if value is None else str(value)
+
+
+def recorded_precision_of(conn: Connection) -> str | None:
+    """The recorded model's weight precision (None when not recorded)."""
+    value = read_meta(conn, PRECISION_KEY)
+    return None if value is None else str(value)
+
+
 def read_meta(conn: Connection, key: str) -> Any:
     """The value stored under ``key`` (None when absent, or when there is no table)."""
-    if conn.prepare(_HAS_TABLE).first() is None:
+    if not has_table(conn, "amalfa_meta"):
         return None
     row = conn.prepare(_GET).first((key,))
     return None if row is None else row[0]
@@ -145,13 +158,11 @@ class MetaStore(Transactions):
     def recorded_model(self) -> str | None:
         """The name of the model the database's embeddings come from (None when never
         recorded)."""
-        value = read_meta(self._conn, MODEL_KEY)
-        return None if value is None else str(value)
+        return recorded_model_of(self._conn)
 
     def recorded_precision(self) -> str | None:
         """The recorded model's weight precision (``"int8"``, ``"fp32"``), when recorded."""
-        value = read_meta(self._conn, PRECISION_KEY)
-        return None if value is None else str(value)
+        return recorded_precision_of(self._conn)
 
     @refuses_unstorable_text
     def record_model(self, model: str, precision: str | None = None) -> None:

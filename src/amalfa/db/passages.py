@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from amalfa.db._rows import has_table, one_row
 from amalfa.db.validation import refuses_unstorable_text
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PassageRow", "PassageLocation", "PassageStore"]
 
-_HAS_PASSAGES = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'passages'"
 _SELECT_FOR_NODE = (
     "SELECT id, ordinal, heading, line_start, line_end, hash, embedding IS NOT NULL "
     "FROM passages WHERE node_id = ? ORDER BY ordinal, id"
@@ -97,7 +97,7 @@ class PassageStore:
 
     def has_passages_table(self) -> bool:
         """Whether the schema has passages (a read-only database may predate migration 0005)."""
-        return self._conn.prepare(_HAS_PASSAGES).first() is not None
+        return has_table(self._conn, "passages")
 
     # -- what is stored ------------------------------------------------------------------------
 
@@ -115,9 +115,8 @@ class PassageStore:
         """(passages, passages with an embedding)."""
         if not self.has_passages_table():
             return 0, 0
-        row = self._conn.prepare(_COUNT).first()
-        assert row is not None  # an aggregate always gives a row
-        return int(row[0]), int(row[1])
+        total, embedded = one_row(self._conn.prepare(_COUNT))
+        return int(total), int(embedded)
 
     # -- writing (inside the caller's transaction) ---------------------------------------------
 

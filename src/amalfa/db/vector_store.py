@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa._core import fafcas as kernels
+from amalfa.db._rows import has_table, one_row
+from amalfa.db.meta import DATABASE_ID_KEY, read_meta
 from amalfa.db.nodes import _UPSERT_NODE
 from amalfa.db.validation import node_head
 
@@ -47,8 +49,6 @@ _LOG_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = 'vector_changes'"
 _LOG_OLDEST = "SELECT min(seq) FROM vector_changes"
 # rows of the matrix normalised and bound at a time by insert_nodes_matrix (1.5 MB at d = 384)
 _MATRIX_CHUNK = 1024
-_DATABASE_ID = "SELECT value FROM amalfa_meta WHERE key = 'database_id'"
-_HAS_TABLE = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
 _SAVE_EMBEDDING = "UPDATE nodes SET embedding = ? WHERE id = ?"
 _HYDRATE = "SELECT id, title, date, meta, domain, type FROM nodes WHERE rowid = ?"
 
@@ -145,26 +145,21 @@ class VectorStore:
 
     def has_vector_source(self, source: str) -> bool:
         """Whether ``source``'s table exists in this database (``passages`` comes with 0005)."""
-        _sql(source)  # validates the name
-        return self._conn.prepare(_HAS_TABLE).first((source,)) is not None
+        if source not in VECTOR_SOURCES:
+            raise ValueError(f"source must be one of {VECTOR_SOURCES}, not {source!r}")
+        return has_table(self._conn, source)
 
     def data_version(self) -> tuple[int, int]:
         """(``PRAGMA data_version``, this connection's total changes): equal pairs mean nothing
         was committed by anyone in between (other connections move the first, ours the second)."""
         conn = self._conn
-        return int(self._single("PRAGMA data_version")[0]), conn.total_changes
-
-    def _single(self, sql: str) -> tuple[Any, ...]:
-        """The one row of a statement that always returns one (an aggregate, a pragma)."""
-        row = self._conn.prepare(sql).first()
-        assert row is not None, sql
-        return row
+        return int(one_row(conn.prepare("PRAGMA data_version"))[0]), conn.total_changes
 
     def database_id(self) -> str | None:
         """The random id migration 0004 gave this database (None before it): caches kept beside
         the file are valid for this id only."""
-        row = self._conn.prepare(_DATABASE_ID).first()
-        return None if row is None or row[0] is None else str(row[0])
+        value = read_meta(self._conn, DATABASE_ID_KEY)
+        return None if value is None else str(value)
 
     def vector_blobs(self, source: str, rowids: Any) -> list[Any]:
         """The stored embedding value of each rowid (None where the row is gone)."""
@@ -175,17 +170,17 @@ class VectorStore:
         """(head, oldest): the last seq handed out (0 if none) and the oldest kept (None: empty)."""
         row = self._conn.prepare(_LOG_HEAD).first()
         head = int(row[0]) if row is not None and row[0] is not None else 0
-        (oldest,) = self._single(_LOG_OLDEST)
+        (oldest,) = one_row(self._conn.prepare(_LOG_OLDEST))
         return head, None if oldest is None else int(oldest)
 
     def vector_row_bound(self, source: str, dimensions: int) -> int:
         """An upper bound on the rows of ``source`` with a ``dimensions``-d embedding, in O(log n):
         no more than the rowid span, and no more than the database's bytes over the vector size."""
-        low, high = self._single(_SQL[source]["rowid_span"])
+        low, high = one_row(self._conn.prepare(_SQL[source]["rowid_span"]))
         if low is None:
             return 0
-        (pages,) = self._single("PRAGMA page_count")
-        (page_size,) = self._single("PRAGMA page_size")
+        (pages,) = one_row(self._conn.prepare("PRAGMA page_count"))
+        (page_size,) = one_row(self._conn.prepare("PRAGMA page_size"))
         by_bytes = int(pages) * int(page_size) // (4 * dimensions) + 1
         return max(0, min(int(high) - int(low) + 1, by_bytes))
 
