@@ -330,15 +330,18 @@ class VectorEngine:
                               seq=_head, matrix=self._matrix[:n], rowids=self._rowids[:n],
                               live=self._live[:n], skipped=sorted(self._skipped))
 
-    def _positions(self, rowids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """Slot of each rowid in the cache, -1 where it has none."""
+    def _rowid_order(self) -> npt.NDArray[np.intp] | None:
+        """The permutation that sorts the cached rowids (None while they are in order)."""
+        return None if self._sorted else np.argsort(self._rowids[:self._n], kind="stable")
+
+    def _positions(self, rowids: npt.NDArray[np.int64],
+                   order: npt.NDArray[np.intp] | None) -> npt.NDArray[np.intp]:
+        """Slot of each rowid in the cache, -1 where it has none (``order``: _rowid_order())."""
         n = self._n
         stored = self._rowids[:n]
-        if self._sorted:
-            order = None
+        if order is None:
             at = np.searchsorted(stored, rowids)
         else:
-            order = np.argsort(stored, kind="stable")
             at = np.searchsorted(stored[order], rowids)
         at = np.minimum(at, max(n - 1, 0))
         slots = at if order is None else order[at] if n else at
@@ -367,8 +370,9 @@ class VectorEngine:
         self._skipped.update(skipped_ids[:skipped].tolist())
         # rows gone (deleted, embedding NULL or unreadable): tombstones
         gone = np.setdiff1d(changed, fresh_ids, assume_unique=True)
+        order = self._rowid_order()  # one sort for both lookups: nothing moves until the append
         if len(gone):
-            slots = self._positions(gone)
+            slots = self._positions(gone, order)
             slots = slots[slots >= 0]
             slots = slots[self._live[slots]]
             self._matrix[slots] = np.nan
@@ -378,13 +382,14 @@ class VectorEngine:
                 self._scales[slots] = np.nan
         if not filled:
             return
-        slots = self._positions(fresh_ids)
+        slots = self._positions(fresh_ids, order)
         known = slots >= 0
         old = slots[known]
+        rows = fresh[known]
         self._dead -= int(np.count_nonzero(~self._live[old]))
-        self._matrix[old] = fresh[known]
+        self._matrix[old] = rows
         self._live[old] = True
-        self._quantize_slots(old)
+        self._quantize_slots(old, rows)
         new_ids = fresh_ids[~known]
         if len(new_ids):
             n = self._n
@@ -431,11 +436,16 @@ class VectorEngine:
             self._scales = np.empty(capacity, np.float32)
         kernels.quantize_rows(self._matrix, self._codes, self._scales, 0, self._n)
 
-    def _quantize_slots(self, slots: npt.NDArray[np.intp]) -> None:
-        if self._codes is None or self._matrix is None:
+    def _quantize_slots(self, slots: npt.NDArray[np.intp],
+                        rows: npt.NDArray[np.float32]) -> None:
+        """The int8 codes of ``rows``, now stored at ``slots``: one kernel call for them all."""
+        if self._codes is None or not len(slots):
             return
-        for slot in slots.tolist():
-            kernels.quantize_rows(self._matrix, self._codes, self._scales, slot, slot + 1)
+        codes = np.empty(rows.shape, np.int8)
+        scales = np.empty(len(rows), np.float32)
+        kernels.quantize_rows(np.ascontiguousarray(rows), codes, scales, 0, len(rows))
+        self._codes[slots] = codes
+        self._scales[slots] = scales
 
     @property
     def matrix(self) -> npt.NDArray[np.float32]:
