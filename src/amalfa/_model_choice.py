@@ -34,4 +34,6 @@ def embedder_for(settings: Settings, recorded: str | None = None,
 
 def embedder_for_database(settings: Settings, db: ResonanceDB) -> Embedder:
     """The embedder for querying ``db``: its recorded model and precision, else the settings'."""
-    return embedder_for(settings, db.recorded_model(), db.recorded_precision())
+    from amalfa.embedder import Embedder
+
+    return Embedder.for_database(db, settings)

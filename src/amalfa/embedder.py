@@ -257,14 +257,15 @@ class Embedder:
     def for_database(cls, db: ResonanceDB, settings: Settings | None = None,
                      **options: Any) -> Embedder:
         """The embedder for querying ``db``: the model and precision it recorded win; a database
-        that recorded none gets the settings' choice (or the default)."""
+        that recorded none gets the settings' choice (or, with neither settings nor options, the
+        shared default of :meth:`get_instance`)."""
         recorded = db.recorded_model()
         precision = db.recorded_precision() or DEFAULT_PRECISION
         if recorded:
             return cls(recorded, precision=precision, **options)
         if settings is not None:
             return cls.for_settings(settings, **options)
-        return cls(**options)
+        return cls(**options) if options else cls.get_instance()
 
     # -- the shared instance --
 

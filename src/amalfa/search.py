@@ -216,8 +216,7 @@ class SearchEngine:
 
             # the model and the precision the database recorded (vectors of another model or
             # precision must not be compared with its own)
-            self._embedder = (Embedder.for_database(self.db) if self.db.recorded_model()
-                              else Embedder.get_instance())
+            self._embedder = Embedder.for_database(self.db)
         return self._embedder
 
     def _passage_vectors_engine(self) -> VectorEngine:

@@ -514,8 +514,7 @@ class VectorEngine:
         if self._embedder is None:
             from amalfa.embedder import Embedder
 
-            self._embedder = (Embedder.for_database(self.db) if self.db.recorded_model()
-                              else Embedder.get_instance())
+            self._embedder = Embedder.for_database(self.db)
         self._embedder.check_database(self.db)
         return self.search_by_vector(self._embedder.embed(text), limit, **filters)
 
