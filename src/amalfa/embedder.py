@@ -335,7 +335,7 @@ class Embedder:
             return {"precision": self.precision, "state": "off"}
         self.files.verify()
         return graph_status(self.files.onnx_path, self.precision,
-                            source_sha256=dict(self.files.checks).get(self.files.onnx_path))
+                            source_sha256=self.files.onnx_sha256)
 
     # -- databases --
 
@@ -444,7 +444,7 @@ class Embedder:
             if self.optimize:
                 self.graph = optimized_graph(
                     files.onnx_path, self.precision, vectors_of=self._probe_vectors,
-                    source_sha256=dict(files.checks).get(files.onnx_path), threads=self.threads)
+                    source_sha256=files.onnx_sha256, threads=self.threads)
                 onnx_path = self.graph.path
             run = _runner(build_session(onnx_path, threads=self.threads), onnx_path)
             if run.dimensions is not None:

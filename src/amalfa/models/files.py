@@ -66,6 +66,14 @@ class ModelFiles:
     tokenizer_archive: Path | None = None
     checks: tuple[tuple[Path, str], ...] = ()
 
+    @property
+    def onnx_sha256(self) -> str | None:
+        """The ONNX graph's pinned sha256 when it has one (embedded files, hub blobs, which are
+        checked under their resolved path), so the builder need not hash the file again."""
+        resolved = self.onnx_path.resolve()
+        return next((expected for path, expected in self.checks
+                     if path in (self.onnx_path, resolved)), None)
+
     def verify(self) -> None:
         """Raise ModelError unless every pinned file has its sha256 (once per process)."""
         for path, expected in self.checks:
