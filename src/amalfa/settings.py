@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from amalfa._text import parse_json
 from amalfa.errors import SettingsError
 from amalfa.limits import DEBOUNCE_MS, JSON_SAFE, THREADS
 
@@ -442,13 +443,9 @@ def load_settings(path: str | Path | None = None, *, root: str | Path | None = N
         raise SettingsError(f"{settings_file}: cannot be read ({exc.strerror})") from exc
 
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(
-            f"{settings_file}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from exc
-    except RecursionError:  # json raises it, not JSONDecodeError, for too deep nesting
-        raise SettingsError(f"{settings_file}: invalid JSON: nested too deeply") from None
+        raw = parse_json(text)
+    except ValueError as exc:  # where and why, in one line
+        raise SettingsError(f"{settings_file}: {exc}") from None
 
     try:
         settings, unknown = _parse(raw, root=project_root, settings_file=settings_file)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from amalfa._atomic import atomic_write_text
+from amalfa._text import parse_json
 from amalfa.daemon.server import HOST, optional_reranker, make_server
 from amalfa.embedder import Embedder
 from amalfa.errors import DaemonError, ModelError, SettingsError
@@ -64,11 +65,9 @@ def _paths(root: str | Path | None) -> tuple[Any, Path, Path]:
 def _read_pid_file(pid_file: Path) -> dict[str, Any] | None:
     """The pid file's record, or None when absent or unreadable (a half-written file)."""
     try:
-        record = json.loads(pid_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        record = parse_json(pid_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 or not JSON
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None  # RecursionError: json's answer to too deep nesting
     if not (isinstance(record, dict) and isinstance(record.get("pid"), int)
             and isinstance(record.get("port"), int)):
         return None

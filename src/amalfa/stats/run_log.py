@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from amalfa._text import utc_now_iso
+from amalfa._text import parse_json, utc_now_iso
 from amalfa.settings import Settings
 from amalfa.stats._common import settings_or_load
 
@@ -110,9 +110,9 @@ class StatsLogger:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                record = None  # RecursionError: json's answer to too deep nesting
+                record = parse_json(raw)
+            except ValueError:  # not JSON, not UTF-8, or nested too deeply
+                record = None
             if not isinstance(record, dict):
                 warnings.warn(
                     f"{self._path}: line {number} is not a JSON object (a torn write?); skipped",
