@@ -26,14 +26,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from amalfa.embedder import DAEMON_MAX_TEXTS, Embedder
-from amalfa.errors import ModelError
-from amalfa.limits import INT32_MAX
+from amalfa.errors import ModelError, OutOfRangeError
+from amalfa.limits import INT32_MAX, IntRange, check_fraction
 from amalfa.text_rules import printable
 
 __all__ = ["HOST", "MAX_BODY_BYTES", "MAX_TEXTS", "REQUEST_TIMEOUT_S", "DaemonServer",
            "VectorService", "make_server"]
 
 log = logging.getLogger("amalfa.daemon")  # one logger for the package: serve() files its lines
+
+# "topK" of /rerank: how many results, 0 (none) up to the library's 32-bit limit
+_TOP_K = IntRange(0, INT32_MAX, "results")
 
 HOST = "127.0.0.1"
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -206,16 +209,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                 f"{len(documents)} documents; the limit is {MAX_TEXTS}")
         top_k, threshold = body.get("topK"), body.get("threshold")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                                  or not 0 <= top_k <= INT32_MAX):  # amalfa.limits
-            shown = top_k if not isinstance(top_k, int) or abs(top_k) < 10**30 else "too large"
-            raise _RequestError(HTTPStatus.BAD_REQUEST, f'"topK" must be a non-negative '
-                                f'integer (range 0..{INT32_MAX}), not {shown!r}')
-        if threshold is not None and (isinstance(threshold, bool)
-                                      or not isinstance(threshold, (int, float))
-                                      or not 0 <= threshold <= 1):
-            raise _RequestError(HTTPStatus.BAD_REQUEST,
-                                f'"threshold" must be a number in [0, 1], not {threshold!r}')
+        try:  # the library's own ranges, named by the JSON field
+            if top_k is not None:
+                top_k = _TOP_K.check(top_k, '"topK"')
+            if threshold is not None:
+                threshold = check_fraction(threshold, '"threshold"')
+        except (TypeError, OutOfRangeError) as exc:
+            raise _RequestError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         service = self.server.ready_service()
         if service.reranker is None:
             raise _RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
