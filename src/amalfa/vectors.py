@@ -197,7 +197,7 @@ class VectorEngine:
                 and (self._tainted is None or writing)):
             return False
         dim = db.dimensions
-        with db.read_snapshot():
+        with db.read_transaction():
             head, oldest = db.vector_log_position()
             if (self._matrix is None and not force and not writing and dim is not None
                     and self.snapshot_file is not None):

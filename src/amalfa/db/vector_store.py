@@ -185,7 +185,7 @@ class VectorStore:
         return max(0, min(int(high) - int(low) + 1, by_bytes))
 
     @contextmanager
-    def read_snapshot(self) -> Iterator[None]:
+    def read_transaction(self) -> Iterator[None]:
         """One read transaction around several reads (nothing when one is already open)."""
         conn = self._conn
         if conn.in_transaction:
