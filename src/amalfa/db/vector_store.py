@@ -11,8 +11,8 @@ handed out (``sqlite_sequence``, which pruning does not lower), ``oldest`` the o
 A reader that remembers seq S can catch up from the log when ``oldest <= S + 1``; otherwise
 entries it needed were pruned and it reloads.
 
-The write side is the bulk path, :meth:`VectorStore.insert_nodes_matrix`: node fields plus one
-(N, d) matrix, normalised a chunk at a time in C and bound row by row from the matrix by a C loop.
+(The bulk write from one (N, d) matrix, ``insert_nodes_matrix``, is a node write: it lives with
+the other node writes in :mod:`amalfa.db.nodes`.)
 
 Table names are never taken from callers: ``source`` must be one of :data:`VECTOR_SOURCES`.
 """
@@ -30,15 +30,9 @@ import numpy.typing as npt
 from amalfa._core import fafcas as kernels
 from amalfa.db._rows import has_table, one_row
 from amalfa.db.meta import DATABASE_ID_KEY, read_meta
-from amalfa.db.nodes import _UPSERT_NODE
-from amalfa.db.validation import node_head
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from contextlib import AbstractContextManager
-
     from amalfa._core.connection import Connection
-    from amalfa.db.records import Node
 
 __all__ = ["VECTOR_SOURCES", "VectorStore"]
 
@@ -47,8 +41,6 @@ VECTOR_SOURCES = ("nodes", "passages")
 
 _LOG_HEAD = "SELECT seq FROM sqlite_sequence WHERE name = 'vector_changes'"
 _LOG_OLDEST = "SELECT min(seq) FROM vector_changes"
-# rows of the matrix normalised and bound at a time by insert_nodes_matrix (1.5 MB at d = 384)
-_MATRIX_CHUNK = 1024
 _SAVE_EMBEDDING = "UPDATE nodes SET embedding = ? WHERE id = ?"
 _HYDRATE = "SELECT id, title, date, meta, domain, type FROM nodes WHERE rowid = ?"
 
@@ -85,61 +77,6 @@ class VectorStore:
     """Reads of embeddings and of the change log (mixed into :class:`ResonanceDB`)."""
 
     _conn: Connection
-    _dimensions: int | None
-    _dimensions_recorded: bool
-
-    if TYPE_CHECKING:
-        def transaction(self) -> AbstractContextManager[Any]: ...
-        def _record_dimensions_in_transaction(self, dimensions: int,
-                                              node_id: str | None) -> None: ...
-
-    # -- bulk insert from a matrix ----------------------------------------------------------------
-
-    def insert_nodes_matrix(self, nodes: Sequence[Node], embeddings: Any) -> int:
-        """Upsert ``nodes`` with row i of the (N, d) ``embeddings`` as ``nodes[i]``'s embedding.
-
-        The fast path for bulk loads: a chunk of rows at a time is copied to float32 into one
-        small buffer and normalised to FAFCAS in one C call (the caller's array is not changed),
-        then one C loop binds each node's validated fields and its row in place (no bytes object
-        per row) and steps the upsert. A bad row raises naming its node; the call is one
-        transaction, so nothing of it is written. Same validation, transaction and history as ``insert_nodes``; the nodes' own
-        ``embedding`` must be None. Returns how many were written.
-        """
-        nodes = list(nodes)
-        source = np.asarray(embeddings)
-        if source.ndim != 2 or source.shape[0] != len(nodes) or source.shape[1] == 0:
-            raise ValueError(f"embeddings must be an ({len(nodes)}, d) matrix, one row per node; "
-                             f"got shape {source.shape}")
-        if source.dtype.kind not in "biuf":
-            raise TypeError(f"embeddings must be numbers, not {source.dtype}")
-        dim = source.shape[1]
-        if self._dimensions is not None and dim != self._dimensions:
-            raise ValueError(f"embeddings have dimension {dim}; this database holds "
-                             f"{self._dimensions}-d vectors")
-        heads = [node_head(node) for node in nodes]
-        given = [head[0] for head, node in zip(heads, nodes) if node.embedding is not None]
-        if given:
-            raise ValueError(f"node {given[0]!r} has its own embedding; insert_nodes_matrix takes "
-                             "the embeddings from the matrix only")
-        # a chunk at a time through one small buffer that stays in cache: no copy of the whole
-        # matrix, no page faults of a fresh one (measured: that copy was a tenth of the time)
-        buffer = np.empty((min(len(nodes), _MATRIX_CHUNK), dim), np.float32)
-        upsert = self._conn.prepare(_UPSERT_NODE)
-        with self.transaction():
-            if not self._dimensions_recorded:
-                self._record_dimensions_in_transaction(dim, None)
-            for begin in range(0, len(nodes), _MATRIX_CHUNK):
-                rows = buffer[:min(_MATRIX_CHUNK, len(nodes) - begin)]
-                rows[...] = source[begin:begin + len(rows)]
-                finite = np.isfinite(rows).all(axis=1)
-                if not finite.all():
-                    bad = begin + int(np.argmin(finite))
-                    raise ValueError(f"node {heads[bad][0]!r}: embedding (row {bad}) holds NaN "
-                                     "or inf")
-                kernels.normalize_rows_inplace(rows)
-                upsert.executemany_rows(heads[begin:begin + len(rows)], rows.view(np.uint8))
-        self._dimensions, self._dimensions_recorded = dim, True
-        return len(heads)
 
     # -- where the data stands ------------------------------------------------------------------
 
