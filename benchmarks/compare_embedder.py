@@ -22,7 +22,8 @@ Measured: texts/s on the 200 reference texts (long: Markdown notes, median ~60 t
 400 short sentences cut from them (median over rounds, peers interleaved round by round so
 machine noise hits everyone alike), single-text latency, quality against the sentence-
 transformers fp32 vectors in tests/data/minilm (least cosine; 10-nearest-neighbour overlap over
-the 200 texts), and the vector daemon. ``--retrieval`` runs the search engineer's retrieval
+the 200 texts; least cosine over the short sentences too, short_vectors_fp32.npy), and the
+vector daemon. ``--retrieval`` runs the search engineer's retrieval
 benchmark (benchmarks/bench_retrieval.py: recall@5 per search mode) once per precision;
 ``--ingest N`` ingests N generated Markdown files (benchmarks/compare_ingest.py's generator) once
 per precision and prints files/s and passages/s. Each peer uses its own default batch size
@@ -35,7 +36,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -55,7 +55,7 @@ from amalfa.embedder import (
     embedded_package_paths,
     load_tokenizer,
 )
-from amalfa.models.quality import knn_overlap
+from amalfa.models.quality import knn_overlap, least_cosine
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "minilm"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -68,12 +68,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "config.json",
 
 
 def load_texts() -> tuple[list[str], list[str], np.ndarray]:
-    """The 200 reference texts, 400 short sentences cut from them, and the fp32 reference."""
-    texts = json.loads((REFERENCE / "texts.json").read_text(encoding="utf-8"))
-    sentences = [s.strip() for t in texts for s in re.split(r"[.!?]\s+|\n+", t)
-                 if 4 <= len(s.split()) <= 12]
-    short = (sentences * (400 // max(1, len(sentences)) + 1))[:400]
+    """The 200 reference texts, the 400 short sentences cut from them (short_texts.json, made by
+    make_short_reference.py), and the fp32 reference of the 200."""
+    texts, short = (json.loads((REFERENCE / name).read_text(encoding="utf-8"))
+                    for name in ("texts.json", "short_texts.json"))
     return texts, short, np.load(REFERENCE / "vectors_fp32.npy")
+
+
+def short_least_cosine(embed: Embed, short: list[str]) -> float:
+    """Least cosine to the sentence-transformers fp32 vectors of the short sentences."""
+    return least_cosine(embed(short), np.load(REFERENCE / "short_vectors_fp32.npy"))
 
 
 def model_zip() -> Path:
@@ -358,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         vectors = embed(texts)
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         quality[name] = (float(np.min(np.sum(vectors * reference, axis=1))),
-                         knn_overlap(vectors, reference))
-        embed(short)
+                         knn_overlap(vectors, reference), short_least_cosine(embed, short))
 
     # Peers take turns round by round (in a rotating order), so slow phases of a shared machine
     # hit all of them. Each turn starts after a pause and an untimed call: the previous peer's
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             "single_p99_ms": percentile(single[name], 99),
             "min_cosine_vs_st_fp32": quality[name][0],
             "knn10_overlap_vs_st_fp32": quality[name][1],
+            "min_cosine_short_vs_st_fp32": quality[name][2],
         }
     print()
     header = (f"{'peer':24s} {'long texts/s':>12s} {'short/s':>10s} {'1-text p50':>11s} "
@@ -399,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:24s} {row['ref_tps']:12.1f} {row['short_tps']:10.1f} "
               f"{row['single_p50_ms']:10.2f}  {row['single_p99_ms']:8.2f} "
               f"{row['min_cosine_vs_st_fp32']:8.5f} {row['knn10_overlap_vs_st_fp32']:6.3f}")
+    print("least cosine on the short sentences: " + ", ".join(
+        f"{name} {row['min_cosine_short_vs_st_fp32']:.5f}" for name, row in rows.items()))
     print()
     for ours, theirs in (("amalfa fp32", "fastembed"), ("amalfa int8", "fastembed"),
                          ("amalfa fp32", "amalfa before"), ("amalfa int8", "amalfa before"),
