@@ -185,6 +185,21 @@ def evaluate(db: ResonanceDB, embedder: Embedder, queries: list[Query]) -> dict[
     baseline = [[(r.id, None, None) for r in documents.search_by_vector(v, K, threshold=-1.0)]
                 for v in vectors]
     figures["one vector per file"] = _score(queries, baseline)
+    figures["int8_scan_recall@10"] = int8_scan_recall(db, vectors)
+    return figures
+
+
+def int8_scan_recall(db: ResonanceDB, query_vectors: Any, k: int = 10) -> dict[str, Any]:
+    """How often the default int8 scan (pool rescored in fp32) returns the exact fp32 scan's
+    top k over the passages' real MiniLM vectors: every passage as a query, and the queries."""
+    exact = VectorEngine(db, source="passages", precision="fp32")
+    quick = VectorEngine(db, source="passages", precision="int8")
+    passages = exact.matrix
+    figures: dict[str, Any] = {"passages": len(passages)}
+    for name, vectors in (("passage_queries", passages), ("user_queries", query_vectors)):
+        found = sum(len(set(quick.top_k(v, k)[0].tolist()) & set(exact.top_k(v, k)[0].tolist()))
+                    for v in vectors)
+        figures[name] = round(found / max(1, min(k, len(passages)) * len(vectors)), 5)
     return figures
 
 

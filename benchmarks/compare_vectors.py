@@ -4,19 +4,20 @@ after other processes write, and cold.
 For each N (default 100k; add 1000000 with --sizes) a database of N hollow nodes with 384-d FAFCAS
 embeddings is built once, plus a sqlite-vec ``vec0`` table of the same vectors in its own file.
 
-  amalfa cached          VectorEngine.top_k over the cached matrix (top-k in C)
+  amalfa cached          VectorEngine(db).top_k, the default: int8 scan, pool rescored in fp32
+  amalfa cached fp32     VectorEngine(db, precision="fp32").top_k: the float scan (top-k in C)
   numpy cached           matmul + argpartition over the same matrix
   faiss IndexFlatIP      exact inner-product index over the same matrix, one query
   amalfa sqlite scan     VectorEngine.scan_sqlite: step the rows, score each BLOB in C
   vec0 KNN               sqlite-vec 0.1.x ``vec0`` MATCH ... AND k = 10     (apsw, subprocess)
   vec_distance_cosine    sqlite-vec brute force over ``nodes``             (apsw, subprocess)
   after 1 update         another process (stdlib sqlite3) updates 1 row, then amalfa queries
+                         (the default engine, then the fp32 one: each its first query after it)
   after 1% updated       another process updates 1% of the rows in one transaction, then a query
   cold (snapshot)        a fresh process: open the database, one top_k (imports excluded)
   cold (no snapshot)     the same with the snapshot file deleted: the B-tree walk
   cold vec0 KNN          a fresh process: open, load sqlite-vec, one vec0 KNN
   batch 64 (GEMM)        VectorEngine.top_k_batch of 64 queries / numpy M @ Q.T + argpartition
-  amalfa cached int8     VectorEngine(precision="int8").top_k: int8 scan, pool rescored in fp32
 
 SQLite libraries never share a file in one process: sqlite-vec (apsw) and the writer (stdlib)
 run in subprocesses. Medians of repeated runs; ratios are peer time / amalfa time (higher means
@@ -128,7 +129,7 @@ def worker_cold(args: argparse.Namespace) -> None:
     q = np.load(args.queries)[0]
     start = time.perf_counter()
     db = ResonanceDB(args.db)
-    engine = VectorEngine(db, snapshot=not args.no_snapshot)
+    engine = VectorEngine(db, snapshot=not args.no_snapshot, precision=args.precision)
     rowids, _ = engine.top_k(q, TOP_K)
     elapsed = time.perf_counter() - start
     print(json.dumps({"cold_ms": elapsed * 1e3, "rows": len(rowids),
@@ -200,13 +201,17 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
         print(f"  sqlite-vec unavailable: {exc}")
 
     db = ResonanceDB(path)
-    engine = VectorEngine(db)
+    exact = VectorEngine(db, precision="fp32")
     start = time.perf_counter()
-    engine.refresh(force=True)
+    exact.refresh(force=True)
     record("full reload (B-tree walk)", time.perf_counter() - start,
-           f"(writes the snapshot: {engine.snapshot_file.name})")
-    matrix = engine.matrix
-    record("amalfa cached", median_seconds(lambda: engine.top_k(q, TOP_K), repeat))
+           f"(writes the snapshot: {exact.snapshot_file.name})")
+    matrix = exact.matrix
+    engine = VectorEngine(db)  # the default: int8 scan, rescored (starts from the snapshot)
+    engine.refresh()
+    record("amalfa cached", median_seconds(lambda: engine.top_k(q, TOP_K), repeat),
+           f"(default, precision={engine.precision!r}: int8 scan, pool rescored in fp32)")
+    record("amalfa cached fp32", median_seconds(lambda: exact.top_k(q, TOP_K), repeat))
 
     def numpy_cached() -> object:
         scores = matrix @ q
@@ -214,14 +219,9 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
         return top[np.argsort(-scores[top])]
 
     record("numpy cached", median_seconds(numpy_cached, repeat))
-    quick = VectorEngine(db, precision="int8")
-    quick.refresh()
-    record("amalfa cached int8", median_seconds(lambda: quick.top_k(q, TOP_K), repeat),
-           "(int8 scan, pool rescored in fp32)")
-    found = sum(len(set(quick.top_k(x, TOP_K)[0].tolist()) & set(engine.top_k(x, TOP_K)[0].tolist()))
+    found = sum(len(set(engine.top_k(x, TOP_K)[0].tolist()) & set(exact.top_k(x, TOP_K)[0].tolist()))
                 for x in queries[:32])
-    print(f"  int8 recall@{TOP_K} on 32 random queries: {found / (32 * TOP_K):.4f}")
-    del quick
+    print(f"  int8 recall@{TOP_K} against fp32 on 32 random queries: {found / (32 * TOP_K):.4f}")
     try:
         import faiss
 
@@ -229,6 +229,7 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
         index.add(np.ascontiguousarray(matrix))
         record("faiss IndexFlatIP", median_seconds(lambda: index.search(q.reshape(1, -1), TOP_K),
                                                    repeat))
+        del index
     except ImportError:
         print("  faiss unavailable")
     record("amalfa sqlite scan", median_seconds(lambda: engine.scan_sqlite(q, TOP_K),
@@ -237,30 +238,37 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
     writer = subprocess.Popen([sys.executable, str(HERE), "--worker", "writer", "--db", str(path)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def after_write(rows: int) -> float:
-        times = []
+    def after_write(rows: int) -> tuple[float, float]:
+        """Median time of each engine's first query after another process wrote ``rows``."""
+        times: tuple[list[float], list[float]] = ([], [])
         for _ in range(repeat):
             assert writer.stdin is not None and writer.stdout is not None
             writer.stdin.write(f"{rows}\n")
             writer.stdin.flush()
             assert writer.stdout.readline().strip() == "ok"
-            start = time.perf_counter()
-            engine.top_k(q, TOP_K)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            for each, timed in zip((engine, exact), times):
+                start = time.perf_counter()
+                each.top_k(q, TOP_K)
+                timed.append(time.perf_counter() - start)
+        return statistics.median(times[0]), statistics.median(times[1])
 
-    reloads = engine.full_reloads
-    record("after 1 update (other proc)", after_write(1))
-    record("after 1% updated", after_write(max(1, n // 100)),
-           f"(full reloads during these: {engine.full_reloads - reloads})")
+    reloads = engine.full_reloads + exact.full_reloads
+    ours, fp32 = after_write(1)
+    record("after 1 update (other proc)", ours, "(default engine)")
+    record("after 1 update, fp32", fp32)
+    ours, fp32 = after_write(max(1, n // 100))
+    record("after 1% updated", ours,
+           f"(full reloads during these: {engine.full_reloads + exact.full_reloads - reloads})")
+    record("after 1% updated, fp32", fp32)
     assert writer.stdin is not None
     writer.stdin.close()
     writer.wait()
     engine.refresh()
     engine.save_snapshot()
+    del engine
 
     batch = queries[:64]
-    record("amalfa batch 64 (GEMM)", median_seconds(lambda: engine.top_k_batch(batch, TOP_K),
+    record("amalfa batch 64 (GEMM)", median_seconds(lambda: exact.top_k_batch(batch, TOP_K),
                                                     repeat))
 
     def numpy_batch() -> object:
@@ -272,11 +280,12 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
     main_rss = peak_rss_mb()
     db.close()
 
-    colds = [run_worker("cold", *common) for _ in range(repeat)]
-    rss = max(c["rss_mb"] for c in colds)
-    record("cold (snapshot)", statistics.median(c["cold_ms"] for c in colds) / 1e3,
-           f"(fresh process; from snapshot {sum(c['from_snapshot'] for c in colds)}/{len(colds)};"
-           f" peak RSS {rss:.0f} MB)")
+    for precision, name in (("int8", "cold (snapshot)"), ("fp32", "cold (snapshot), fp32")):
+        colds = [run_worker("cold", *common, "--precision", precision) for _ in range(repeat)]
+        rss = max(c["rss_mb"] for c in colds)
+        record(name, statistics.median(c["cold_ms"] for c in colds) / 1e3,
+               f"(fresh process; from snapshot {sum(c['from_snapshot'] for c in colds)}/"
+               f"{len(colds)}; peak RSS {rss:.0f} MB)")
     colds = [run_worker("cold", *common, "--no-snapshot") for _ in range(max(3, repeat // 2))]
     record("cold (no snapshot)", statistics.median(c["cold_ms"] for c in colds) / 1e3,
            "(fresh process, B-tree walk)")
@@ -290,22 +299,30 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
     print(f"  matrix {n * DIM * 4 / 2**20:.0f} MB; this process's peak RSS {main_rss:.0f} MB")
     print("ratios (peer / amalfa, higher is better for amalfa; budgets from issue 12):")
     cached = results["amalfa cached"]
+    cached_fp32 = results["amalfa cached fp32"]
 
     def ratio(label: str, peer: str, ours: str, goal: str) -> None:
         if peer in results and ours in results:
             print(f"  {label:<44}{results[peer] / results[ours]:8.2f}x   goal {goal}")
 
-    ratio("numpy cached / amalfa cached", "numpy cached", "amalfa cached", ">= 1.0x")
-    ratio("faiss / amalfa cached", "faiss IndexFlatIP", "amalfa cached", ">= 2x")
-    ratio("amalfa fp32 cached / amalfa int8 cached", "amalfa cached", "amalfa cached int8",
+    ratio("numpy cached / amalfa cached fp32", "numpy cached", "amalfa cached fp32", ">= 1.0x")
+    ratio("faiss / amalfa cached fp32", "faiss IndexFlatIP", "amalfa cached fp32", ">= 2x")
+    ratio("amalfa fp32 cached / amalfa int8 cached", "amalfa cached fp32", "amalfa cached",
           ">= 2.5x at 1M")
     ratio("vec0 KNN / amalfa after 1 update", "vec0 KNN", "after 1 update (other proc)", ">= 8x")
+    ratio("vec0 KNN / amalfa fp32 after 1 update", "vec0 KNN", "after 1 update, fp32", "-")
     print(f"  {'amalfa after 1 update / amalfa cached':<44}"
           f"{results['after 1 update (other proc)'] / cached:8.2f}x   goal <= 1.5x")
     print(f"  {'amalfa after 1% updated / amalfa cached':<44}"
           f"{results['after 1% updated'] / cached:8.2f}x   goal <= 4x")
+    print(f"  {'... fp32: after 1 update / cached':<44}"
+          f"{results['after 1 update, fp32'] / cached_fp32:8.2f}x   goal <= 1.5x")
+    print(f"  {'... fp32: after 1% updated / cached':<44}"
+          f"{results['after 1% updated, fp32'] / cached_fp32:8.2f}x   goal <= 4x")
     ratio("cold vec0 KNN / amalfa cold (snapshot)", "cold vec0 KNN", "cold (snapshot)",
           ">= 2x (amalfa <= 0.5x)")
+    ratio("cold vec0 KNN / amalfa fp32 cold (snapshot)", "cold vec0 KNN", "cold (snapshot), fp32",
+          ">= 2x")
     ratio("cold vec0 KNN / amalfa cold (no snapshot)", "cold vec0 KNN", "cold (no snapshot)", "-")
     ratio("numpy batch 64 / amalfa batch 64", "numpy batch 64", "amalfa batch 64 (GEMM)",
           ">= 0.8x")
@@ -326,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", help=argparse.SUPPRESS)
     parser.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-snapshot", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="int8", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         {"vec": worker_vec, "cold": worker_cold, "writer": worker_writer}[args.worker](args)

@@ -395,3 +395,63 @@ def test_int8_kernels_check_their_inputs():
         kernels.topk_int8(codes, scales[:3], np.zeros(8, np.int8), 1.0, 2)
     with pytest.raises(ValueError, match="do not fit"):
         kernels.quantize_rows(np.ones((4, 8), np.float32), np.zeros((3, 8), np.int8), scales)
+
+
+def test_a_blob_sqlite_cannot_allocate_ends_both_scans_with_an_error_not_partial_results(tmp_path):
+    """``sqlite3_column_blob`` gives NULL when SQLite cannot allocate the BLOB. Here the BLOB is
+    a ``zeroblob()`` (stepping to the row allocates nothing; reading it expands it) read under a
+    hard heap limit below its size: both C scans must raise NoMemError, never stop as if the rows
+    had ended. Once the limit is lifted the same statement reads every row. A fresh process:
+    SQLite's memory statistics must be on before it initialises."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from amalfa._core import connection as core, fafcas as kernels
+        from amalfa.errors import NoMemError
+
+        core.enable_memory_statistics()
+        conn = core.Connection({str(tmp_path / "z.db")!r})
+        conn.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3), (4), (5)")
+        d = 1024
+        stmt = conn.prepare(f"SELECT rowid, zeroblob({{4 * d}}) FROM t")
+        query = np.full(d, 1 / 32, np.float32)
+
+        def scans():
+            out = np.empty((5, d), np.float32)
+            return (kernels.scan_statement(stmt, query, 10)[1].tolist(),
+                    kernels.load_matrix(stmt, out, np.empty(5, np.int64))[0])
+
+        assert scans() == ([1, 2, 3, 4, 5], 5)
+        try:
+            core.enable_memory_statistics()
+        except RuntimeError as exc:
+            print("late:", exc)
+        core.hard_heap_limit(core.memory_used() + 1024)
+        for which, scan in (("scan", lambda: kernels.scan_statement(stmt, query, 10)),
+                            ("load", lambda: kernels.load_matrix(
+                                stmt, np.empty((5, d), np.float32), np.empty(5, np.int64)))):
+            try:
+                print(which, "gave", scan())
+            except NoMemError as exc:
+                print(which, "raised", type(exc).__name__)
+        assert core.hard_heap_limit(0) > 0
+        assert scans() == ([1, 2, 3, 4, 5], 5)
+        print("recovered")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("late: SQLite's memory statistics can only be turned on before")
+    assert lines[1:] == ["scan raised NoMemError", "load raised NoMemError", "recovered"]
+
+
+def test_hard_heap_limit_refuses_a_negative_limit():
+    from amalfa._core import connection as core
+
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        core.hard_heap_limit(-2)
+    assert core.hard_heap_limit() == core.hard_heap_limit(-1)

@@ -377,6 +377,7 @@ def test_a_snapshot_of_a_replaced_database_is_rejected(graph, tmp_path):
     path.unlink()
     (tmp_path / "stranger.db").rename(path)
     assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+    assert cold_start(path, rng) == (1, 0)  # ... and the snapshot rewritten from what it read
 
 
 def test_a_snapshot_newer_than_a_restored_copy_is_rejected(graph, tmp_path):
@@ -392,6 +393,7 @@ def test_a_snapshot_newer_than_a_restored_copy_is_rejected(graph, tmp_path):
     path.unlink()
     (tmp_path / "old-copy.db").rename(path)
     assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+    assert cold_start(path, rng) == (1, 0)  # ... and the snapshot rewritten from what it read
 
 
 def test_a_database_edited_behind_the_logs_back_while_closed_is_caught(graph):
@@ -412,6 +414,7 @@ def test_a_database_edited_behind_the_logs_back_while_closed_is_caught(graph):
         c.commit()
     """)
     assert cold_start(path, rng) == (0, 1)  # rejected: rebuilt from SQLite
+    assert cold_start(path, rng) == (1, 0)  # ... and the snapshot rewritten from what it read
 
 
 def test_a_truncated_or_deleted_snapshot_is_only_a_missing_cache(graph):
@@ -447,7 +450,7 @@ def test_int8_scan_rescored_matches_fp32_on_real_minilm_vectors(tmp_path):
     try:
         db.insert_nodes(Node(id=f"t{i}", type="note", label="x", embedding=v)
                         for i, v in enumerate(real))
-        exact, quick = VectorEngine(db), VectorEngine(db, precision="int8")
+        exact, quick = VectorEngine(db, precision="fp32"), VectorEngine(db, precision="int8")
         found = 0
         for query in real:
             want_ids, want_scores = exact.top_k(query, 10)
@@ -481,7 +484,7 @@ def test_int8_threshold_and_bad_precision(graph):
     q = unit(rng, 1)[0]
     ids, scores = engine.top_k(q, 50, threshold=0.3)
     assert (scores > 0.3).all()
-    exact_ids, _ = VectorEngine(db).top_k(q, 50, threshold=0.3)
+    exact_ids, _ = VectorEngine(db, precision="fp32").top_k(q, 50, threshold=0.3)
     assert ids.tolist() == exact_ids.tolist()
 
 
@@ -509,3 +512,67 @@ def test_a_mapped_snapshot_takes_updates_privately_and_moves_out_to_grow(graph, 
         assert cold._matrix.flags.owndata and cold.full_reloads == 0
     finally:
         other.close()
+
+
+def test_a_cold_int8_engine_maps_the_stored_codes_and_never_reads_the_floats_to_scan(graph):
+    """The snapshot carries the int8 codes: a cold int8 engine maps them (no quantising pass over
+    the floats, whatever the size), updates them privately, and moves codes and floats out
+    together to grow."""
+    db = graph
+    rng = np.random.default_rng(18)
+    writer = VectorEngine(db, precision="fp32")  # an fp32 engine's snapshot carries codes too
+    writer.snapshot_min_rows = 0
+    writer.refresh()
+    other, cold = reopen(db.path)
+    try:
+        cold.refresh()
+        assert cold.precision == "int8" and cold.snapshot_loads == 1
+        assert not cold._codes.flags.owndata and not cold._matrix.flags.owndata
+        warm = VectorEngine(other, precision="int8", snapshot=False)
+        warm.refresh()
+        n = cold._n
+        np.testing.assert_array_equal(cold._codes[:n], warm._codes[:n])  # the kernel's codes
+        np.testing.assert_array_equal(cold._scales[:n], warm._scales[:n])
+        VectorEngine(db).save_embedding("n3", unit(rng, 1)[0])
+        db.delete_node("n4")
+        assert_matches_reference(other, cold, rng)
+        db.insert_nodes(Node(id=f"g{i}", type="note", label="g", embedding=v)
+                        for i, v in enumerate(unit(rng, 40)))
+        assert_matches_reference(other, cold, rng)
+        assert cold._codes.flags.owndata and cold._scales.flags.owndata
+        assert cold.full_reloads == 0
+    finally:
+        other.close()
+
+
+def test_a_snapshot_whose_codes_disagree_with_its_floats_is_not_trusted(graph):
+    db = graph
+    rng = np.random.default_rng(19)
+    first = snapshot_engine(db)
+    first.refresh()
+    data = bytearray(first.snapshot_file.read_bytes())
+    n = first._n
+    codes_at = len(data) - n * DIM
+    data[codes_at:codes_at + DIM] = bytes((b ^ 0x55) for b in data[codes_at:codes_at + DIM])
+    first.snapshot_file.write_bytes(bytes(data))  # sample slot 0's codes damaged
+    other, cold = reopen(db.path)
+    try:
+        assert_matches_reference(other, cold, rng)
+        assert (cold.snapshot_loads, cold.full_reloads) == (0, 1)
+    finally:
+        other.close()
+    assert cold_start(db.path, rng) == (1, 0)  # the rejected file was rewritten whole
+
+
+def test_a_format_1_snapshot_is_rebuilt_not_read(graph):
+    import struct
+
+    db = graph
+    rng = np.random.default_rng(20)
+    first = snapshot_engine(db)
+    first.refresh()
+    data = bytearray(first.snapshot_file.read_bytes())
+    struct.pack_into("<I", data, 8, 1)  # the format field of the header
+    first.snapshot_file.write_bytes(bytes(data))
+    assert cold_start(db.path, rng) == (0, 1)
+    assert cold_start(db.path, rng) == (1, 0)  # rewritten in today's format

@@ -2,10 +2,15 @@
 
 A process that opens the database and searches once would otherwise walk the whole ``nodes``
 B-tree (wide rows: title, meta, summary and a 1.5 KB BLOB each, spread over overflow pages) to
-build its matrix. The snapshot holds the same matrix as one contiguous float32 block, mapped
-copy-on-write (or, when small, read with ``pread`` straight into the engine's own buffer), plus the change-log
-position it reflects; the engine then applies the log entries written since, exactly as a warm
-refresh does.
+build its matrix. The snapshot holds the same matrix as one contiguous float32 block, followed by
+its int8 codes and their per-row scales (so an int8 engine, the default, starts without reading
+the floats at all: its scan reads the codes, and rescoring touches only the pool's rows), mapped
+copy-on-write (or, when small, read with ``pread`` straight into the engine's own buffers), plus
+the change-log position it reflects; the engine then applies the log entries written since,
+exactly as a warm refresh does.
+
+Layout after the page-aligned header: rowids (int64 x n), matrix (float32 x n x d), scales
+(float32 x n), codes (int8 x n x d); all little-endian, as FAFCAS BLOBs are.
 
 Why a file beside the database and not chunk BLOBs inside it: chunk BLOBs would have to be
 rewritten by every writer (the triggers of other clients cannot maintain them), doubling the
@@ -23,8 +28,9 @@ Never trusted unless it validates (any failure means "rebuild from SQLite"):
 - its ``seq`` is not ahead of the log's head (a database restored from an older copy) and the
   log still holds every entry after it (not pruned past it);
 - sampled rows (:data:`SAMPLES`, spread over the matrix) that the log does not list as changed
-  still hold exactly the snapshot's bytes: an edit made with the triggers missing, or a copy of
-  the database edited apart, is caught unless it spared every sampled row.
+  still hold exactly the snapshot's bytes (and their stored int8 codes are what quantising those
+  bytes gives): an edit made with the triggers missing, or a copy of the database edited apart,
+  is caught unless it spared every sampled row.
 
 Written atomically (a temporary file in the same folder, then ``os.replace``), so a reader sees
 the old snapshot or the new one, never half of one, and a process that has mapped the old one
@@ -42,16 +48,19 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import numpy.typing as npt
 
+from amalfa._core import fafcas as kernels
 from amalfa.limits import available_cores
 
-__all__ = ["SAMPLES", "Snapshot", "peek_seq", "read_snapshot", "snapshot_path", "write_snapshot"]
+__all__ = ["SAMPLES", "Snapshot", "SnapshotArrays", "peek_seq", "read_snapshot", "snapshot_path",
+           "write_snapshot"]
 
 _MAGIC = b"AMALFAVS"
-_FORMAT = 1
+_FORMAT = 2  # 1 had no int8 codes: such a file is simply not trusted (rebuilt)
 _HEADER = struct.Struct("<8sII")  # magic, format, header JSON length
 _ALIGN = 4096  # the data starts page-aligned
 _MAX_HEADER = 1 << 20
@@ -59,6 +68,13 @@ _MAX_HEADER = 1 << 20
 
 def _data_offset(header_json_length: int) -> int:
     return -(-(_HEADER.size + header_json_length) // _ALIGN) * _ALIGN
+
+
+def _row_bytes(dim: int) -> int:
+    """Bytes per row after the header: rowid, floats, scale, codes."""
+    return 8 + 4 * dim + 4 + dim
+
+
 #: rows checked against the database when a snapshot is opened
 SAMPLES = 16
 _WRITE_BLOCK_ROWS = 8192
@@ -101,48 +117,81 @@ def _read_header(handle: object, path: Path) -> Snapshot | None:
                         tuple(int(s) for s in head["skipped"]), _data_offset(length))
     except (ValueError, KeyError, TypeError):
         return None
-    expected = snap.data_offset + snap.n * 8 + snap.n * snap.dim * 4
+    expected = snap.data_offset + snap.n * _row_bytes(snap.dim)
     if snap.n < 0 or snap.dim <= 0 or os.fstat(handle.fileno()).st_size != expected:  # type: ignore[attr-defined]
         return None
     return snap
 
 
-def read_snapshot(path: Path, *, database_id: str, source: str, dim: int,
-                  spare_rows: int = 0) -> tuple[Snapshot, npt.NDArray[np.int64],
-                                               npt.NDArray[np.float32]] | None:
-    """The header and (rowids, matrix) of a snapshot that matches; None when it is missing or
-    does not match (the caller then rebuilds). The sampled rows are left for the caller to check.
+@dataclass(frozen=True, slots=True)
+class SnapshotArrays:
+    """A snapshot's arrays: ``matrix`` always; ``codes`` and ``scales`` when asked for (int8).
 
-    The rowids are read into a fresh array with ``spare_rows`` of room. A matrix of at least
-    :data:`MAP_MIN_BYTES` is memory-mapped copy-on-write (``MAP_PRIVATE``) instead of read: the
-    first scan pulls the pages in as it goes, one pass over memory instead of a copy and then a
-    scan (measured at 1M x 384: the copy alone cost more than vec0's whole cold query), and rows
-    the engine later changes become private pages of this process only, never written back.
-    A smaller one is read into a fresh array with ``spare_rows`` of room, one reader per core."""
+    Each has ``spare_rows`` of room past ``n`` when read; mapped ones have none (the engine
+    copies them out, once, when it first grows)."""
+
+    rowids: npt.NDArray[np.int64]
+    matrix: npt.NDArray[np.float32]
+    codes: npt.NDArray[np.int8] | None
+    scales: npt.NDArray[np.float32] | None
+
+
+def read_snapshot(path: Path, *, database_id: str, source: str, dim: int, int8: bool = False,
+                  spare_rows: int = 0) -> tuple[Snapshot, SnapshotArrays] | None:
+    """The header and arrays of a snapshot that matches; None when it is missing or does not
+    match (the caller then rebuilds). The sampled rows are left for the caller to check.
+
+    The rowids are read into a fresh array with ``spare_rows`` of room. The rest is
+    memory-mapped copy-on-write (``MAP_PRIVATE``) instead of read: the first scan pulls the pages
+    in as it goes, one pass over memory instead of a copy and then a scan (measured at 1M x 384:
+    the copy alone cost more than vec0's whole cold query), and rows the engine later changes
+    become private pages of this process only, never written back. With ``int8`` it is always
+    mapped: the read-ahead goes to the codes (what the scan reads) and the floats fault in row by
+    row as rescoring asks for them (reading 29 MB of floats nobody scans was two thirds of a
+    cold query at 20k rows). For fp32 a matrix under :data:`MAP_MIN_BYTES` is read into a fresh
+    array with ``spare_rows`` of room instead, one reader per core, so appends need no copy."""
     try:
         with open(path, "rb", buffering=0) as handle:
             snap = _read_header(handle, path)
             if (snap is None or snap.database_id != database_id or snap.source != source
                     or snap.dim != dim):
                 return None
-            capacity = snap.n + spare_rows
+            n, capacity = snap.n, snap.n + spare_rows
             rowids = np.empty(capacity, np.int64)
             fd = handle.fileno()
-            _read_at(fd, rowids[:snap.n].data.cast("B"), snap.data_offset)
-            start = snap.data_offset + 8 * snap.n
-            if snap.n * dim * 4 >= MAP_MIN_BYTES:
+            _read_at(fd, rowids[:n].data.cast("B"), snap.data_offset)
+            floats_at = snap.data_offset + 8 * n
+            scales_at = floats_at + 4 * n * dim
+            codes_at = scales_at + 4 * n
+            codes = scales = None
+            if int8 or n * dim * 4 >= MAP_MIN_BYTES:
                 mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE,
                                    prot=mmap.PROT_READ | mmap.PROT_WRITE)
-                if hasattr(mmap, "MADV_WILLNEED"):
-                    mapped.madvise(mmap.MADV_WILLNEED)  # start reading ahead of the first scan
-                matrix = np.frombuffer(mapped, np.float32, count=snap.n * dim,
-                                       offset=start).reshape(snap.n, dim)
+                if int8:
+                    _advise(mapped, "MADV_WILLNEED", scales_at, n * (4 + dim))
+                    _advise(mapped, "MADV_RANDOM", floats_at, 4 * n * dim)
+                    scales = np.frombuffer(mapped, np.float32, count=n, offset=scales_at)
+                    codes = np.frombuffer(mapped, np.int8, count=n * dim,
+                                          offset=codes_at).reshape(n, dim)
+                else:
+                    _advise(mapped, "MADV_WILLNEED", floats_at, 4 * n * dim)
+                matrix = np.frombuffer(mapped, np.float32, count=n * dim,
+                                       offset=floats_at).reshape(n, dim)
             else:
                 matrix = np.empty((capacity, dim), np.float32)
-                _read_parallel(fd, matrix[:snap.n].data.cast("B"), start)
-            return snap, rowids, matrix
+                _read_parallel(fd, matrix[:n].data.cast("B"), floats_at)
+            return snap, SnapshotArrays(rowids, matrix, codes, scales)
     except (OSError, EOFError):
         return None
+
+
+def _advise(mapped: mmap.mmap, option: str, start: int, length: int) -> None:
+    """madvise a byte range of the mapping (widened to whole pages), where the OS has it."""
+    if not hasattr(mmap, option) or length <= 0:
+        return
+    page = mmap.PAGESIZE
+    begin = start // page * page
+    mapped.madvise(getattr(mmap, option), begin, min(length + start - begin, len(mapped) - begin))
 
 
 def _read_at(fd: int, view: memoryview, offset: int) -> None:
@@ -183,9 +232,13 @@ def peek_seq(path: Path, *, database_id: str, source: str) -> int | None:
 def write_snapshot(path: Path, *, database_id: str, source: str, seq: int,
                    matrix: npt.NDArray[np.float32], rowids: npt.NDArray[np.int64],
                    live: npt.NDArray[np.bool_] | None = None,
-                   skipped: list[int] | None = None) -> bool:
+                   skipped: list[int] | None = None,
+                   codes: npt.NDArray[np.int8] | None = None,
+                   scales: npt.NDArray[np.float32] | None = None) -> bool:
     """Write the live rows atomically; False when the folder is not writable (no snapshot then:
-    it is only a cache). Rows are written a block at a time, so no second matrix is made."""
+    it is only a cache). Rows are written a block at a time, so no second matrix is made; the
+    int8 codes are taken from ``codes``/``scales`` when given (slot for slot with ``matrix``),
+    else computed a block at a time."""
     n_slots, dim = matrix.shape
     keep = None if live is None or live.all() else live
     n = n_slots if keep is None else int(np.count_nonzero(keep))
@@ -196,6 +249,26 @@ def write_snapshot(path: Path, *, database_id: str, source: str, seq: int,
     if len(head) > _MAX_HEADER:
         return False
     header = _HEADER.pack(_MAGIC, _FORMAT, len(head)) + head
+
+    def blocks(part: str) -> Iterator[npt.NDArray[Any]]:
+        for begin in range(0, n_slots, _WRITE_BLOCK_ROWS):
+            end = begin + _WRITE_BLOCK_ROWS
+            if part == "rowids":
+                block: npt.NDArray[Any] = rowids[begin:end]
+            elif part == "matrix":
+                block = matrix[begin:end]
+            elif codes is not None and scales is not None:
+                block = (scales if part == "scales" else codes)[begin:end]
+            else:
+                rows = np.ascontiguousarray(matrix[begin:end])
+                block_codes = np.empty(rows.shape, np.int8)
+                block_scales = np.empty(len(rows), np.float32)
+                kernels.quantize_rows(rows, block_codes, block_scales, 0, len(rows))
+                block = block_scales if part == "scales" else block_codes
+            if keep is not None:
+                block = block[keep[begin:end]]
+            yield np.ascontiguousarray(block)
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     except OSError:
@@ -203,12 +276,9 @@ def write_snapshot(path: Path, *, database_id: str, source: str, seq: int,
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(header.ljust(_data_offset(len(head)), b"\0"))
-            for part in (rowids, matrix):
-                for begin in range(0, n_slots, _WRITE_BLOCK_ROWS):
-                    block = part[begin:begin + _WRITE_BLOCK_ROWS]
-                    if keep is not None:
-                        block = block[keep[begin:begin + _WRITE_BLOCK_ROWS]]
-                    out.write(np.ascontiguousarray(block).data)
+            for part in ("rowids", "matrix", "scales", "codes"):
+                for block in blocks(part):
+                    out.write(block.data)
         os.replace(tmp, path)
         return True
     except OSError:

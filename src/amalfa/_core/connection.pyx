@@ -64,6 +64,37 @@ def compile_options():
         i += 1
 
 
+# -- SQLite's allocator: statistics and the hard heap limit (as apsw exposes them) ---------------
+
+
+def enable_memory_statistics():
+    """Turn on SQLite's allocation counters (``SQLITE_CONFIG_MEMSTATUS``), which
+    :func:`memory_used` and :func:`hard_heap_limit` need.
+
+    amalfa builds SQLite with them off (``SQLITE_DEFAULT_MEMSTATUS=0``: counting takes a global
+    mutex on every allocation). SQLite accepts the change only before it initialises, that is
+    before this process opens its first connection; later it raises RuntimeError.
+    """
+    if sqlite3_config(SQLITE_CONFIG_MEMSTATUS, <int>1) != SQLITE_OK:
+        raise RuntimeError("SQLite's memory statistics can only be turned on before the first "
+                           "connection of this process opens")
+
+
+def memory_used():
+    """Bytes SQLite has allocated and not freed (0 unless memory statistics are on)."""
+    return sqlite3_memory_used()
+
+
+def hard_heap_limit(limit=-1):
+    """Set SQLite's hard heap limit in bytes (0 removes it) and return the previous limit; with
+    no argument only read it. Past the limit every SQLite allocation fails (SQLITE_NOMEM, raised
+    as :class:`amalfa.errors.NoMemError`); enforced only while memory statistics are on."""
+    cdef sqlite3_int64 n = limit
+    if n < -1:
+        raise ValueError(f"limit must be >= 0 (or -1 to read it), not {limit}")
+    return sqlite3_hard_heap_limit64(n)
+
+
 cdef int raise_captured(int rc, int extended, char *message) except -1:
     """Raise for a failure whose code and message were captured under the connection's mutex
     (amalfa_step/prepare/exec); frees the message."""

@@ -20,6 +20,9 @@ cdef extern from "sqlite3.h" nogil:
     void sqlite3_mutex_leave(void *mutex)
     char *sqlite3_mprintf(const char *fmt, ...)
     const char *sqlite3_compileoption_get(int n)
+    int sqlite3_config(int option, ...)
+    sqlite3_int64 sqlite3_memory_used()
+    sqlite3_int64 sqlite3_hard_heap_limit64(sqlite3_int64 n)
 
     int sqlite3_open_v2(const char *filename, sqlite3 **ppDb, int flags, const char *zVfs)
     int sqlite3_close_v2(sqlite3 *db)
@@ -121,3 +124,5 @@ cdef extern from "sqlite3.h" nogil:
         SQLITE_CHECKPOINT_TRUNCATE
 
         SQLITE_ABORT
+
+        SQLITE_CONFIG_MEMSTATUS
