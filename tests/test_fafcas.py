@@ -156,6 +156,22 @@ def test_topk_threads_do_not_change_the_answer():
     np.testing.assert_array_equal(one[0], many[0])
 
 
+def test_ties_across_the_parallel_blocks_still_go_to_the_lowest_rows():
+    """Blocks of rows go to whichever thread is free: the answer must not depend on which."""
+    base = unit_rows(4, 32)
+    m = np.ascontiguousarray(np.tile(base, (10000, 1)))  # 40,000 rows, every score tied 10,000x
+    q = base[2].copy()
+    codes = np.empty(m.shape, np.int8)
+    scales = np.empty(len(m), np.float32)
+    kernels.quantize_rows(m, codes, scales, 0, len(m))
+    q_codes, q_scale = kernels.quantize_query(q)
+    want = np.arange(2, 4 * 30, 4)  # the 30 lowest rows holding base[2]
+    for threads in (1, 2, 3, 8):
+        assert kernels.topk_matrix(m, q, 30, n_threads=threads)[1].tolist() == want.tolist()
+        got = kernels.topk_int8(codes, scales, q_codes, q_scale, 30, -np.inf, threads)[1]
+        assert got.tolist() == want.tolist()
+
+
 def test_ties_break_to_the_lower_index():
     m = np.zeros((10, 4), dtype=np.float32)
     m[:, 0] = 1.0
