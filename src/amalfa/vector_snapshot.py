@@ -32,10 +32,12 @@ Never trusted unless it validates (any failure means "rebuild from SQLite"):
   bytes gives): an edit made with the triggers missing, or a copy of the database edited apart,
   is caught unless it spared every sampled row.
 
-Written atomically (a temporary file in the same folder, then ``os.replace``), so a reader sees
-the old snapshot or the new one, never half of one, and a process that has mapped the old one
-keeps reading the old file's pages. (Truncating the file in place, which amalfa never does,
-would make a process that maps it fail on its next scan: delete or replace it instead.)
+Written atomically (a temporary file in the same folder, fsynced, then ``os.replace``), so a
+reader sees the old snapshot or the new one, never half of one (nor, after a crash, a file of the
+right size whose pages never reached the disk: sampling could not catch that), and a process
+that has mapped the old one keeps reading the old file's pages. (Truncating the file in place,
+which amalfa never does, would make a process that maps it fail on its next scan: delete or
+replace it instead.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from typing import Any, Iterator
 import numpy as np
 import numpy.typing as npt
 
+from amalfa._atomic import atomic_writer
 from amalfa._core import fafcas as kernels
 from amalfa.limits import available_cores
 
@@ -270,20 +272,11 @@ def write_snapshot(path: Path, *, database_id: str, source: str, seq: int,
             yield np.ascontiguousarray(block)
 
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_writer(path) as out:
             out.write(header.ljust(_data_offset(len(head)), b"\0"))
             for part in ("rowids", "matrix", "scales", "codes"):
                 for block in blocks(part):
                     out.write(block.data)
-        os.replace(tmp, path)
         return True
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return False
