@@ -42,6 +42,7 @@ import numpy as np
 
 DIM = 384
 TOP_K = 10
+SETTLE_S = 0.5  # pause before each contender's turn
 HERE = Path(__file__).resolve()
 
 
@@ -56,18 +57,18 @@ def median_seconds(fn: Callable[[], object], repeat: int, warm: bool = True) -> 
     return statistics.median(times)
 
 
-def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each call, run round by round in turn (after one warm-up each), so a
-    neighbour's load on a shared machine falls on every contender alike."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+def medians_in_turn(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each call over ``rounds`` back-to-back runs, one contender after the
+    other, with a pause before each so the previous one's thread pool has gone to sleep.
+
+    Not interleaved call by call: the contenders keep thread pools (OpenBLAS, faiss's and
+    amalfa's OpenMP) whose workers spin for a while after each call, so on a 2-core machine
+    whoever ran just before takes the second core from whoever runs next."""
+    out = {}
+    for name, call in calls.items():
+        time.sleep(SETTLE_S)
+        out[name] = median_seconds(call, rounds)
+    return out
 
 
 def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -229,8 +230,13 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
         top = np.argpartition(-scores, TOP_K)[:TOP_K]
         return top[np.argsort(-scores[top])]
 
-    warm = {"amalfa cached": lambda: engine.top_k(q, TOP_K),
-            "amalfa cached fp32": lambda: exact.top_k(q, TOP_K),
+    def warm_default() -> object:
+        return engine.top_k(q, TOP_K)
+
+    def warm_fp32() -> object:
+        return exact.top_k(q, TOP_K)
+
+    warm = {"amalfa cached": warm_default, "amalfa cached fp32": warm_fp32,
             "numpy cached": numpy_cached}
     try:
         import faiss
@@ -241,13 +247,20 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
     except ImportError:
         print("  faiss unavailable")
     rounds = max(15, 3 * repeat)
-    for name, seconds in interleaved_medians(warm, rounds).items():
-        note = f"(interleaved with the other warm queries, {rounds} rounds)"
+    for name, seconds in medians_in_turn(warm, rounds).items():
+        note = f"({rounds} back-to-back runs)"
         if name == "amalfa cached":
             note = f"(default, precision={engine.precision!r}: int8 scan, pool rescored in fp32)"
         record(name, seconds, note)
     warm.clear()
     index = None
+    # one thread each: the scans' own work, steadier than two threads on a shared 2-core VM
+    engine.n_threads = exact.n_threads = 1
+    for name, seconds in medians_in_turn({"amalfa cached, 1 thread": warm_default,
+                                          "amalfa cached fp32, 1 thread": warm_fp32},
+                                         rounds).items():
+        record(name, seconds)
+    engine.n_threads = exact.n_threads = 0
     found = sum(len(set(engine.top_k(x, TOP_K)[0].tolist()) & set(exact.top_k(x, TOP_K)[0].tolist()))
                 for x in queries[:32])
     print(f"  int8 recall@{TOP_K} against fp32 on 32 random queries: {found / (32 * TOP_K):.4f}")
@@ -293,10 +306,10 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
         top = np.argpartition(-scores, TOP_K, axis=0)[:TOP_K]
         return np.take_along_axis(scores, top, axis=0)
 
-    for name, seconds in interleaved_medians(
+    for name, seconds in medians_in_turn(
             {"amalfa batch 64 (GEMM)": lambda: exact.top_k_batch(batch, TOP_K),
              "numpy batch 64": numpy_batch}, repeat).items():
-        record(name, seconds, "(interleaved)")
+        record(name, seconds)
     main_rss = peak_rss_mb()
     db.close()
 
@@ -329,6 +342,8 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
     ratio("faiss / amalfa cached fp32", "faiss IndexFlatIP", "amalfa cached fp32", ">= 2x")
     ratio("amalfa fp32 cached / amalfa int8 cached", "amalfa cached fp32", "amalfa cached",
           ">= 2.5x at 1M")
+    ratio("... the same, one thread each", "amalfa cached fp32, 1 thread",
+          "amalfa cached, 1 thread", ">= 2.5x at 1M")
     ratio("vec0 KNN / amalfa after 1 update", "vec0 KNN", "after 1 update (other proc)", ">= 8x")
     ratio("vec0 KNN / amalfa fp32 after 1 update", "vec0 KNN", "after 1 update, fp32", "-")
     print(f"  {'amalfa after 1 update / amalfa cached':<44}"

@@ -42,13 +42,13 @@ cdef extern from "kernels.h" nogil:
 # The SQLite scan's heap starts at this many entries and grows to k only as rows arrive.
 cdef Py_ssize_t INITIAL_SCAN_CAPACITY = 1024
 
-# Below this many floats (4 MB) a matrix is scanned on one thread: waking the pool costs tens of
-# microseconds, about what one core needs for that much. Above it every core scans a slice:
-# measured on the 2-core VM when it was quiet, two threads beat one at every size from 20k x 384
-# up (fp32 1.07 -> 0.48 ms at 20k, 5.6 -> 4.3 ms at 100k; int8 1.46 -> 0.83 ms at 100k), as
-# numpy's BLAS does with its own threads. (An earlier bound of 256 MB was measured while five
-# other builds kept the second core busy.) Callers can still ask for a thread count.
-cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 20
+# Below this many floats (256 MB) a matrix is scanned on one thread. Measured on the 2-core VM:
+# back to back, two threads win from 20k x 384 up (100k: 3.4 ms against 4.4 ms); but a query that
+# arrives after the process idled for 50 ms or more (the CLI's, an MCP tool call's) first has to
+# wake the other core, which in a VM costs milliseconds: 100k x 384 took 10.8 ms on two threads
+# against 4.8 ms on one, while at 1M (1.5 GB fp32, 384 MB int8) two threads still won after idling
+# (fp32 37 against 52 ms, int8 9.7 against 17.9 ms). Callers can still ask for a thread count.
+cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 26
 
 # what a zero-length BLOB (d = 0) points at: sqlite3_column_blob gives NULL for it
 cdef float _EMPTY_BLOB = 0
