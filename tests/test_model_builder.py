@@ -97,7 +97,10 @@ def test_int8_keeps_the_neighbours(reference) -> None:
     int8 = Embedder(use_daemon=False, precision="int8")
     vectors = int8.embed_batch(texts)
     assert int8.precision == "int8" and int8.graph is not None and int8.graph.optimized
-    assert int8.graph.fused["int8_matmuls"] == 18  # Q/K/V stay fp32 inside Attention
+    # every projection is int8: Q, K, V (split out of Attention), output, FFN up and down
+    assert int8.graph.fused["int8_matmuls"] == 36 and int8.graph.fused["qkv_split"] == 6
+    # the 12 layer-norm outputs read by MatMuls were smoothed with the calibration run
+    assert int8.graph.fused["smoothed"] == 12
     similarity = np.sum(vectors * expected, axis=1)
     assert similarity.min() >= 0.995, f"worst cosine {similarity.min():.5f}"
     assert knn_overlap(vectors, expected) >= 0.95
@@ -397,3 +400,49 @@ def test_a_source_graph_onnxruntime_cannot_run_is_a_clear_error(tmp_path: Path,
     with pytest.raises(ModelError, match="onnxruntime cannot load .*odd"):
         Embedder(folder, use_daemon=False).embed("x")
     assert not list(own_cache.glob("*.onnx"))
+
+
+# --- the int8 rewrites ------------------------------------------------------------------------
+
+
+def test_int8_exact_rewrites_keep_the_function(reference) -> None:
+    """Splitting Q/K/V out of Attention and smoothing the layer-norm outputs with the calibration
+    run change no vector (only quantize_int8 rounds): the smoothing's powers of two move each
+    channel's size from the activation to the weight."""
+    import onnx
+
+    from amalfa.models import graph as rewrites
+    from amalfa.models._runtime import build_session
+
+    texts, _ = reference
+    embedder = Embedder(use_daemon=False, threads=1)
+    embedder.embed("load the tokenizer")
+    data, _ = builder.build_graph(embedder.files.onnx_path, "fp32")
+    model = onnx.load_from_string(data)
+    assert rewrites.separate_qkv(model) == 6
+    calibration, names, width = rewrites.calibration_graph(model)
+    peaks = embedder._probe_vectors(build_session(calibration, threads=1),
+                                    list(builder.PROBE_TEXTS)).max(axis=0)
+    assert len(names) == 12 and peaks.shape == (12 * width,) and bool((peaks > 0).all())
+    maxima = {name: peaks[i * width:(i + 1) * width] for i, name in enumerate(names)}
+    assert rewrites.smooth_activations(model, maxima) == 12
+    before = embedder._probe_vectors(build_session(data, threads=1), texts[:40])
+    after = embedder._probe_vectors(
+        build_session(model.SerializeToString(), threads=1), texts[:40])
+    cosines = np.sum(before * after, axis=1) / (np.linalg.norm(before, axis=1)
+                                               * np.linalg.norm(after, axis=1))
+    assert cosines.min() > 0.99999, f"worst cosine {cosines.min():.7f}"
+
+
+def test_int8_vector_does_not_depend_on_its_batch(reference) -> None:
+    """Activations are quantised per token, so a text embedded alone and padded in a batch with
+    much longer texts gets the same vector (one scale per tensor would let the batch's largest
+    activation set every text's precision)."""
+    texts, _ = reference
+    int8 = Embedder(use_daemon=False, precision="int8")
+    longest = sorted(texts, key=len)[-4:]
+    shortest = sorted(texts, key=len)[:4]
+    alone = np.stack([int8.embed(text) for text in shortest])
+    int8.max_batch_tokens = 1 << 20  # one padded batch for all eight
+    together = int8.embed_batch(shortest + longest)[:4]
+    assert np.sum(alone * together, axis=1).min() > 0.99999

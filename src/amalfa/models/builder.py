@@ -49,7 +49,7 @@ __all__ = ["BUILDER_VERSION", "PROBE_MIN_COSINE", "PROBE_TEXTS", "BuiltGraph", "
 log = logging.getLogger(__name__)
 
 #: Part of every cache key: bump it when the rewrites change, so old entries are not reused.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 #: The least cosine between source and built vectors, per probe text, for the graph to be used.
 PROBE_MIN_COSINE: dict[str, float] = {"fp32": 0.9999, "int8": 0.99}
 #: Fixed probe texts of different lengths: embedded together, so padding and the mask count.
@@ -98,8 +98,14 @@ def cache_key(source_sha256: str, precision: Precision) -> str:
     return f"{source_sha256[:16]}-{precision}-{digest[:16]}"
 
 
-def build_graph(source: Path, precision: Precision) -> tuple[bytes, dict[str, int]]:
-    """The optimised graph of ``source`` as bytes, and the count of each rewrite."""
+def build_graph(source: Path, precision: Precision, *,
+                calibrate: Callable[[bytes], np.ndarray] | None = None
+                ) -> tuple[bytes, dict[str, int]]:
+    """The optimised graph of ``source`` as bytes, and the count of each rewrite.
+
+    ``calibrate(graph)`` runs a graph on the calibration texts and returns its 2-D output (the
+    int8 build reads the largest activations from it to smooth them,
+    :func:`amalfa.models.graph.smooth_activations`); without it int8 skips the smoothing."""
     import onnx
 
     from amalfa.models import graph
@@ -116,6 +122,14 @@ def build_graph(source: Path, precision: Precision) -> tuple[bytes, dict[str, in
     fused["layer_norm"] = op_counts.get("LayerNormalization", 0)
     fused["bias_gelu"] = op_counts.get("BiasGelu", 0)
     if precision == "int8":
+        fused["qkv_split"] = graph.separate_qkv(model)
+        fused["smoothed"] = 0
+        if calibrate is not None:
+            data, names, width = graph.calibration_graph(model)
+            if names:
+                peaks = np.max(np.asarray(calibrate(data), dtype=np.float32), axis=0)
+                maxima = {name: peaks[i * width:(i + 1) * width] for i, name in enumerate(names)}
+                fused["smoothed"] = graph.smooth_activations(model, maxima)
         fused["int8_matmuls"] = graph.quantize_int8(model)
     model.producer_name = "amalfa"
     return model.SerializeToString(deterministic=True), fused
@@ -140,6 +154,14 @@ def _read_record(graph_path: Path, record_path: Path, key: str) -> dict[str, Any
                     graph_path)
         return None
     return record
+
+
+def _calibrator(vectors_of: VectorsOf, threads: int) -> Callable[[bytes], np.ndarray]:
+    """Runs a graph on :data:`PROBE_TEXTS` through the embedder's pipeline. The calibration graph
+    pools itself (a 2-D output), so the pipeline returns that output as it is."""
+    from amalfa.models._runtime import build_session
+
+    return lambda data: vectors_of(build_session(data, threads=threads), list(PROBE_TEXTS))
 
 
 def _probe(source: Path, built: bytes, vectors_of: VectorsOf, threads: int) -> float:
@@ -176,7 +198,8 @@ def optimized_graph(source: Path, precision: str, *, vectors_of: VectorsOf,
     from_cache = record is not None
     if record is None:
         try:
-            data, fused = build_graph(source, precision)
+            data, fused = build_graph(source, precision,
+                                      calibrate=_calibrator(vectors_of, threads))
         except ModelError:
             raise  # the source itself is unreadable: nothing to fall back to
         except Exception as exc:  # noqa: BLE001 - a rewrite that trips on an unusual graph
