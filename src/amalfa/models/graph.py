@@ -461,11 +461,12 @@ def quantize_int8(model: Any) -> int:
     graph = model.graph
     constants = {init.name: init for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    shared = {"inverse_127": np.array(1 / 127, np.float32), "tiny": np.array(1e-8, np.float32),
-              "one": np.array(1.0, np.float32), "last": np.array([-1], np.int64),
-              "zp_128": np.array(128, np.uint8), "zp_gelu": np.array(_GELU_ZERO_POINT, np.uint8),
-              "inverse_gelu": np.array(1 / (255 - _GELU_ZERO_POINT), np.float32),
-              "gelu_floor": np.array(_GELU_MIN / _GELU_ZERO_POINT, np.float32)}
+    shared: dict[str, np.ndarray] = {
+        "inverse_127": np.array(1 / 127, np.float32), "tiny": np.array(1e-8, np.float32),
+        "one": np.array(1.0, np.float32), "last": np.array([-1], np.int64),
+        "zp_128": np.array(128, np.uint8), "zp_gelu": np.array(_GELU_ZERO_POINT, np.uint8),
+        "inverse_gelu": np.array(1 / (255 - _GELU_ZERO_POINT), np.float32),
+        "gelu_floor": np.array(_GELU_MIN / _GELU_ZERO_POINT, np.float32)}
     graph.initializer.extend(_initializer(value, f"amalfa_q_{name}")
                              for name, value in shared.items())
     zero_points: dict[str, str] = {}  # every row scale has the activation's (batch, seq, 1) shape
