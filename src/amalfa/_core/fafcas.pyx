@@ -42,13 +42,16 @@ cdef extern from "kernels.h" nogil:
 # The SQLite scan's heap starts at this many entries and grows to k only as rows arrive.
 cdef Py_ssize_t INITIAL_SCAN_CAPACITY = 1024
 
-# Below this many floats (256 MB) a matrix is scanned on one thread. Measured on the 2-core VM:
-# back to back, two threads win from 20k x 384 up (100k: 3.4 ms against 4.4 ms); but a query that
-# arrives after the process idled for 50 ms or more (the CLI's, an MCP tool call's) first has to
-# wake the other core, which in a VM costs milliseconds: 100k x 384 took 10.8 ms on two threads
-# against 4.8 ms on one, while at 1M (1.5 GB fp32, 384 MB int8) two threads still won after idling
-# (fp32 37 against 52 ms, int8 9.7 against 17.9 ms). Callers can still ask for a thread count.
-cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 26
+# A scan runs on every core from 64 MB of data (this many floats; an int8 scan counts its bytes
+# / 4), about 2 ms of one core's scanning, and on one thread below. Two threads pay a fixed price
+# to start, and in a VM a query that arrives after the process idled for 50 ms or more first wakes
+# the other vCPU, which costs milliseconds (100k x 384 fp32: 10.8 ms on two threads against 4.8
+# ms on one); back to back they win from 20k x 384 up (fp32 4.4 -> 3.4 ms at 100k, as numpy's
+# BLAS does with its own threads). So the bound is in time: the fp32 scan at 100k x 384 (146 MB)
+# goes parallel, the int8 scan of the same rows (37 MB, 1.4 ms) stays on one core. A search
+# embeds its query first, on both cores, so its scan finds them awake. Callers can still ask for
+# a thread count.
+cdef Py_ssize_t PARALLEL_MIN_FLOATS = 1 << 24
 
 # what a zero-length BLOB (d = 0) points at: sqlite3_column_blob gives NULL for it
 cdef float _EMPTY_BLOB = 0
