@@ -261,8 +261,8 @@ def compare(path: Path, vecdb: Path, n: int, repeat: int, rng: np.random.Generat
                                          rounds).items():
         record(name, seconds)
     engine.n_threads = exact.n_threads = 0
-    found = sum(len(set(engine.top_k(x, TOP_K)[0].tolist()) & set(exact.top_k(x, TOP_K)[0].tolist()))
-                for x in queries[:32])
+    found = sum(len(set(engine.top_k(x, TOP_K)[0].tolist())
+                    & set(exact.top_k(x, TOP_K)[0].tolist())) for x in queries[:32])
     print(f"  int8 recall@{TOP_K} against fp32 on 32 random queries: {found / (32 * TOP_K):.4f}")
     record("amalfa sqlite scan", median_seconds(lambda: engine.scan_sqlite(q, TOP_K),
                                                 max(3, repeat // 2)))

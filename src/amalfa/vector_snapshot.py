@@ -58,8 +58,8 @@ from amalfa._atomic import atomic_writer
 from amalfa._core import fafcas as kernels
 from amalfa.limits import available_cores
 
-__all__ = ["SAMPLES", "Snapshot", "SnapshotArrays", "peek_seq", "read_snapshot", "snapshot_path",
-           "write_snapshot"]
+__all__ = ["SAMPLES", "Snapshot", "SnapshotArrays", "codes_match", "peek_seq", "read_snapshot",
+           "snapshot_path", "write_snapshot"]
 
 _MAGIC = b"AMALFAVS"
 _FORMAT = 2  # 1 had no int8 codes: such a file is simply not trusted (rebuilt)
@@ -194,6 +194,22 @@ def _advise(mapped: mmap.mmap, option: str, start: int, length: int) -> None:
     page = mmap.PAGESIZE
     begin = start // page * page
     mapped.madvise(getattr(mmap, option), begin, min(length + start - begin, len(mapped) - begin))
+
+
+def codes_match(matrix: npt.NDArray[np.float32], codes: npt.NDArray[np.int8] | None,
+                 scales: npt.NDArray[np.float32] | None, slots: list[int]) -> bool:
+    """Whether the stored int8 codes and scales of ``slots`` are what quantising their rows
+    gives (a snapshot's codes are checked like its floats, on the sampled rows)."""
+    if codes is None or scales is None:
+        return False
+    if not slots:
+        return True
+    rows = np.ascontiguousarray(matrix[slots])
+    want_codes = np.empty(rows.shape, np.int8)
+    want_scales = np.empty(len(rows), np.float32)
+    kernels.quantize_rows(rows, want_codes, want_scales, 0, len(rows))
+    return bool(np.array_equal(want_codes, codes[slots])
+                and np.array_equal(want_scales, scales[slots], equal_nan=True))
 
 
 def _read_at(fd: int, view: memoryview, offset: int) -> None:

@@ -1,6 +1,6 @@
 """VectorEngine: semantic search over a table's FAFCAS embeddings, following every write.
 
-(One concept, a little over 600 lines: the engine's refresh, its two scan paths and hydration
+(One concept, under 700 lines: the engine's refresh, its two scan paths and hydration
 share the cached matrix's state; the kernels' callers live in ``vector_scans``, the snapshot
 file in ``vector_snapshot``.)
 
@@ -70,15 +70,16 @@ from amalfa.fafcas import as_query, to_fafcas
 from amalfa.limits import RESULTS, THREADS, IntRange
 from amalfa.text_rules import check_storable
 from amalfa.vector_scans import gemm_top_k, int8_top_k
-from amalfa.vector_snapshot import peek_seq, read_snapshot, snapshot_path, write_snapshot
+from amalfa.vector_snapshot import (codes_match, peek_seq, read_snapshot, snapshot_path,
+                                    write_snapshot)
 
 if TYPE_CHECKING:
     from amalfa.db import ResonanceDB
     from amalfa.embedder import Embedder
 
-__all__ = ["VectorEngine", "SearchResult", "SCAN_PRECISIONS", "RELOAD_FRACTION", "RELOAD_MIN_CHANGES",
-           "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES", "SNAPSHOT_MIN_ROWS", "INT8_POOL_FACTOR",
-           "INT8_POOL_MIN"]
+__all__ = ["VectorEngine", "SearchResult", "SCAN_PRECISIONS", "RELOAD_FRACTION",
+           "RELOAD_MIN_CHANGES", "COMPACT_FRACTION", "BATCH_GEMM_MIN_QUERIES", "SNAPSHOT_MIN_ROWS",
+           "INT8_POOL_FACTOR", "INT8_POOL_MIN"]
 
 #: a refresh reloads fully when the log holds more changes than this fraction of the cached rows:
 #: measured, re-reading one changed row by rowid costs about 4x what streaming one row costs
@@ -307,7 +308,7 @@ class VectorEngine:
         slots = [slot for slot in snap.sample_slots if int(rowids[slot]) not in changed]
         stored = self.db.vector_blobs(self.source, rowids[slots].tolist())
         if (any(blob != matrix[slot].tobytes() for slot, blob in zip(slots, stored))
-                or (int8 and not _codes_match(matrix, arrays.codes, arrays.scales, slots))):
+                or (int8 and not codes_match(matrix, arrays.codes, arrays.scales, slots))):
             # edited behind the log's back, another copy's, or damaged: never trusted, and
             # replaced by the full reload that follows
             self._snapshot_rejected = True
@@ -647,21 +648,6 @@ def _owned(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
     owned = np.empty((rows, *array.shape[1:]), array.dtype)
     owned[:] = array[:rows]
     return owned
-
-
-def _codes_match(matrix: npt.NDArray[np.float32], codes: npt.NDArray[np.int8] | None,
-                 scales: npt.NDArray[np.float32] | None, slots: list[int]) -> bool:
-    """Whether the stored int8 codes and scales of ``slots`` are what quantising their rows gives."""
-    if codes is None or scales is None:
-        return False
-    if not slots:
-        return True
-    rows = np.ascontiguousarray(matrix[slots])
-    want_codes = np.empty(rows.shape, np.int8)
-    want_scales = np.empty(len(rows), np.float32)
-    kernels.quantize_rows(rows, want_codes, want_scales, 0, len(rows))
-    return bool(np.array_equal(want_codes, codes[slots])
-                and np.array_equal(want_scales, scales[slots], equal_nan=True))
 
 
 def _check_limit(limit: int) -> int:
