@@ -99,9 +99,9 @@ cdef int _threads_for(Py_ssize_t floats, int requested):
 
 
 # The parallel scans hand out blocks of rows (about BLOCKS_PER_THREAD per thread) to whichever
-# thread is free, not one fixed slice per thread: on a shared machine a thread the OS leaves
-# waiting would otherwise make the whole scan wait for its slice (measured: two threads with the
-# other core busy took twice one thread's time). Each thread fills its own heap; the heap's
+# thread is free, not one fixed slice per thread, so a thread the OS leaves waiting on a shared
+# machine does not leave its whole slice to be scanned last (blocks do not cure a VM's slow
+# wake-up of an idle vCPU: see PARALLEL_MIN_FLOATS). Each thread fills its own heap; the heap's
 # order is total (score, then row), so the answer does not depend on who scanned what.
 cdef Py_ssize_t BLOCKS_PER_THREAD = 16
 cdef Py_ssize_t MIN_BLOCK_ROWS = 1024
