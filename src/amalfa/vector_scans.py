@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from amalfa._core import fafcas as kernels
 
-__all__ = ["GEMM_BLOCK_ROWS", "gemm_top_k", "int8_top_k"]
+__all__ = ["GEMM_BLOCK_ROWS", "gemm_top_k", "int8_top_k", "quantize"]
 
 #: rows of the matrix per GEMM block: the (q x block) scores are 8 MB for q = 64
 GEMM_BLOCK_ROWS = 32768
@@ -60,6 +60,15 @@ def gemm_top_k(matrix: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
         good = best_scores[j] > threshold  # False for NaN
         out.append((best_scores[j, good], best_index[j, good]))
     return out
+
+
+def quantize(rows: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """The int8 codes and per-row scales of ``rows`` (n, d), in fresh arrays: one kernel call."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    codes = np.empty(rows.shape, np.int8)
+    scales = np.empty(len(rows), np.float32)
+    kernels.quantize_rows(rows, codes, scales, 0, len(rows))
+    return codes, scales
 
 
 def int8_top_k(codes: npt.NDArray[np.int8], scales: npt.NDArray[np.float32],

@@ -55,8 +55,8 @@ import numpy as np
 import numpy.typing as npt
 
 from amalfa._atomic import atomic_writer
-from amalfa._core import fafcas as kernels
 from amalfa.limits import available_cores
+from amalfa.vector_scans import quantize
 
 __all__ = ["SAMPLES", "Snapshot", "SnapshotArrays", "codes_match", "peek_seq", "read_snapshot",
            "snapshot_path", "write_snapshot"]
@@ -204,10 +204,7 @@ def codes_match(matrix: npt.NDArray[np.float32], codes: npt.NDArray[np.int8] | N
         return False
     if not slots:
         return True
-    rows = np.ascontiguousarray(matrix[slots])
-    want_codes = np.empty(rows.shape, np.int8)
-    want_scales = np.empty(len(rows), np.float32)
-    kernels.quantize_rows(rows, want_codes, want_scales, 0, len(rows))
+    want_codes, want_scales = quantize(matrix[slots])
     return bool(np.array_equal(want_codes, codes[slots])
                 and np.array_equal(want_scales, scales[slots], equal_nan=True))
 
@@ -268,31 +265,36 @@ def write_snapshot(path: Path, *, database_id: str, source: str, seq: int,
         return False
     header = _HEADER.pack(_MAGIC, _FORMAT, len(head)) + head
 
-    def blocks(part: str) -> Iterator[npt.NDArray[Any]]:
+    def blocks(part: npt.NDArray[Any]) -> Iterator[npt.NDArray[Any]]:
+        """The live rows of ``part`` a block at a time, contiguous."""
         for begin in range(0, n_slots, _WRITE_BLOCK_ROWS):
-            end = begin + _WRITE_BLOCK_ROWS
-            if part == "rowids":
-                block: npt.NDArray[Any] = rowids[begin:end]
-            elif part == "matrix":
-                block = matrix[begin:end]
-            elif codes is not None and scales is not None:
-                block = (scales if part == "scales" else codes)[begin:end]
-            else:
-                rows = np.ascontiguousarray(matrix[begin:end])
-                block_codes = np.empty(rows.shape, np.int8)
-                block_scales = np.empty(len(rows), np.float32)
-                kernels.quantize_rows(rows, block_codes, block_scales, 0, len(rows))
-                block = block_scales if part == "scales" else block_codes
+            block = part[begin:begin + _WRITE_BLOCK_ROWS]
             if keep is not None:
-                block = block[keep[begin:end]]
+                block = block[keep[begin:begin + _WRITE_BLOCK_ROWS]]
             yield np.ascontiguousarray(block)
 
     try:
         with atomic_writer(path) as out:
             out.write(header.ljust(_data_offset(len(head)), b"\0"))
-            for part in ("rowids", "matrix", "scales", "codes"):
+            parts: list[npt.NDArray[Any]] = [rowids, matrix]
+            if codes is not None and scales is not None:
+                parts += [scales, codes]
+            for part in parts:
                 for block in blocks(part):
                     out.write(block.data)
+            if len(parts) == 2:
+                # the codes follow the scales in the file but give them: quantise each block
+                # once, write its codes past the scales' room and the scales at the end
+                scales_at = out.tell()
+                all_scales = np.empty(n, np.float32)
+                out.seek(4 * n, os.SEEK_CUR)
+                done = 0
+                for block in blocks(matrix):
+                    block_codes, all_scales[done:done + len(block)] = quantize(block)
+                    out.write(block_codes.data)
+                    done += len(block)
+                out.seek(scales_at)
+                out.write(all_scales.data)
         return True
     except OSError:
         return False

@@ -69,7 +69,7 @@ from amalfa.db.vector_store import VECTOR_SOURCES
 from amalfa.fafcas import as_query, to_fafcas
 from amalfa.limits import RESULTS, THREADS, IntRange
 from amalfa.text_rules import check_storable
-from amalfa.vector_scans import gemm_top_k, int8_top_k
+from amalfa.vector_scans import gemm_top_k, int8_top_k, quantize
 from amalfa.vector_snapshot import (codes_match, peek_seq, read_snapshot, snapshot_path,
                                     write_snapshot)
 
@@ -468,11 +468,7 @@ class VectorEngine:
         """The int8 codes of ``rows``, now stored at ``slots``: one kernel call for them all."""
         if self._codes is None or not len(slots):
             return
-        codes = np.empty(rows.shape, np.int8)
-        scales = np.empty(len(rows), np.float32)
-        kernels.quantize_rows(np.ascontiguousarray(rows), codes, scales, 0, len(rows))
-        self._codes[slots] = codes
-        self._scales[slots] = scales
+        self._codes[slots], self._scales[slots] = quantize(rows)
 
     @property
     def matrix(self) -> npt.NDArray[np.float32]:
@@ -641,13 +637,9 @@ class VectorEngine:
 
 
 def _owned(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
-    """``array`` itself when it owns its memory (so it can be resized in place), else its first
-    ``rows`` rows copied into an array of its own (from a mapped snapshot)."""
-    if array.flags.owndata:
-        return array
-    owned = np.empty((rows, *array.shape[1:]), array.dtype)
-    owned[:] = array[:rows]
-    return owned
+    """``array`` itself when it owns its memory (so it can be resized in place), else a copy of
+    its first ``rows`` rows (it is mapped from the snapshot)."""
+    return array if array.flags.owndata else array[:rows].copy()
 
 
 def _check_limit(limit: int) -> int:

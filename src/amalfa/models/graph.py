@@ -366,14 +366,22 @@ def calibration_graph(model: Any) -> tuple[bytes, list[str], int]:
     holds per text the largest absolute value of each channel of each smoothable layer-norm
     output over the text's tokens: the graph "pools itself", so any pooled-vectors pipeline
     returns these maxima. Returns the graph, the layer-norm outputs in column order and their
-    width."""
+    width (no graph and no outputs when no layer norm feeds a constant MatMul)."""
     from onnx import TensorProto, helper
 
+    readers = _smoothable(model)
+    names = sorted(readers)
+    if not names:
+        return b"", [], 0
+    constants = {init.name: init for init in model.graph.initializer}
+    widths = {int(constants[readers[name][0].input[1]].dims[0]) for name in names}
+    if len(widths) != 1:
+        raise ValueError(f"layer norms of different widths {sorted(widths)}")
+    width = widths.pop()
     calibration = type(model)()
     calibration.CopyFrom(model)
     _use_opset(calibration, 21)
     graph = calibration.graph
-    names = sorted(_smoothable(calibration))
     mask = "amalfa_calibration_mask"
     nodes = [helper.make_node("Cast", ["attention_mask"], [mask + "_f"], to=TensorProto.FLOAT),
              helper.make_node("Unsqueeze", [mask + "_f", "amalfa_calibration_last"], [mask])]
@@ -389,21 +397,11 @@ def calibration_graph(model: Any) -> tuple[bytes, list[str], int]:
         maxima.append(out)
     nodes.append(helper.make_node("Concat", maxima, ["amalfa_calibration_maxima"], axis=-1))
     graph.node.extend(nodes)
-    width = int(_smoothable_width(model, names))
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(
         "amalfa_calibration_maxima", TensorProto.FLOAT, [None, width * len(names)]))
     prune(calibration)
     return calibration.SerializeToString(deterministic=True), names, width
-
-
-def _smoothable_width(model: Any, names: list[str]) -> int:
-    readers = _smoothable(model)
-    constants = {init.name: init for init in model.graph.initializer}
-    widths = {int(constants[readers[name][0].input[1]].dims[0]) for name in names}
-    if len(widths) != 1:
-        raise ValueError(f"layer norms of different widths {sorted(widths)}")
-    return widths.pop()
 
 
 def smooth_activations(model: Any, maxima: dict[str, np.ndarray]) -> int:
